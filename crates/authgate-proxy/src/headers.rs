@@ -1,0 +1,124 @@
+//! Request hygiene applied on receipt, before routing, policy or authorization see anything.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::error::ProxyError;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies know).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "trailer",
+];
+
+/// Rejects the framing ambiguities request smuggling relies on. hyper already refuses most
+/// malformed framing; these are the ones it tolerates by the RFC's letter but a gateway must not.
+pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
+    let bad = |reason: &str| {
+        Err(ProxyError::BadRequest {
+            reason: reason.to_owned(),
+            close: true,
+        })
+    };
+    let te: Vec<&HeaderValue> = headers.get_all(header::TRANSFER_ENCODING).iter().collect();
+    let mut cls = headers.get_all(header::CONTENT_LENGTH).iter();
+    if !te.is_empty() {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return bad("both content-length and transfer-encoding");
+        }
+        if te.len() != 1 || !te[0].as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return bad("transfer-encoding other than exactly chunked");
+        }
+    }
+    if let Some(first) = cls.next() {
+        if cls.any(|v| v != first) || first.as_bytes().contains(&b',') {
+            return bad("conflicting content-length values");
+        }
+    }
+    Ok(())
+}
+
+/// Removes hop-by-hop headers and every header the `Connection` header nominates. A client can
+/// thereby drop only headers it sent itself: the gateway adds its own and the authz service's
+/// headers after this runs.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(header::CONNECTION) {
+        let nominated: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in nominated {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The client is a gRPC client when its content-type says so; local replies then use
+/// grpc-status instead of an HTTP body.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// Whether this is an HTTP/1.1 Upgrade (WebSocket) request.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn connection_nominated_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("x-keep", "2"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret").is_none());
+        assert!(h.get("connection").is_none());
+        assert_eq!(h.get("x-keep").map(HeaderValue::as_bytes), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn framing_ambiguities_are_rejected() {
+        assert!(check_framing(&map(&[("content-length", "3"), ("transfer-encoding", "chunked")])).is_err());
+        assert!(check_framing(&map(&[("transfer-encoding", "gzip, chunked")])).is_err());
+        assert!(
+            check_framing(&map(&[
+                ("transfer-encoding", "chunked"),
+                ("transfer-encoding", "chunked")
+            ]))
+            .is_err()
+        );
+        assert!(check_framing(&map(&[("content-length", "3"), ("content-length", "4")])).is_err());
+        assert!(check_framing(&map(&[("content-length", "3, 3")])).is_err());
+        assert!(check_framing(&map(&[("transfer-encoding", "Chunked")])).is_ok());
+        assert!(check_framing(&map(&[("content-length", "3")])).is_ok());
+    }
+}

@@ -1,0 +1,410 @@
+//! The request pipeline, as named phases: receive → route → authorize → forward → respond.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use authgate_authz::{BufferedBody, CheckRequestParts, Decision, ResponseMutation};
+use authgate_policy::{LocalDecision, RequestAttributes, client_ip, normalize_host, normalize_path};
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::access_log::LogEntry;
+use crate::body::{self, ProxyBody, Replay};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::server::Shared;
+use crate::snapshot::Snapshot;
+
+/// Facts about the downstream connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub scheme: &'static str,
+    pub tls: Option<TlsInfo>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TlsInfo {
+    pub sni: Option<String>,
+    /// Verified client certificate identity (URI SAN, else DNS SAN, else subject).
+    pub principal: Option<String>,
+    /// The `x-forwarded-client-cert` value Envoy would set for this peer.
+    pub xfcc: Option<HeaderValue>,
+}
+
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Entry point for every request: never fails, turns errors into local replies, logs.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let snap = shared.snapshot.load_full();
+    let stream_id = shared.next_stream_id();
+    let grpc_client = headers::is_grpc(req.headers());
+    let mut log = LogEntry::start(&req, &conn, stream_id);
+    let response = match proxy(req, &conn, &snap, &shared, stream_id, &mut log).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            log.fail(&err, &snap);
+            let reply = err.into_reply();
+            let resp = if grpc_client {
+                reply.into_grpc_response()
+            } else {
+                reply.into_response()
+            };
+            let (mut parts, bytes) = resp.into_parts();
+            parts
+                .headers
+                .insert(header::SERVER, HeaderValue::from_static("authgate"));
+            Response::from_parts(parts, body::full(bytes))
+        }
+    };
+    log.finish(&response);
+    shared.log(&log, &snap);
+    Ok(response)
+}
+
+async fn proxy(
+    req: Request<Incoming>,
+    conn: &ConnInfo,
+    snap: &Snapshot,
+    shared: &Shared,
+    stream_id: u64,
+    log: &mut LogEntry,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = req.into_parts();
+
+    // Receive: framing guards, hop-by-hop hygiene, one authority, one normalized path.
+    headers::check_framing(&parts.headers)?;
+    let upgrade = headers::is_upgrade(&parts.headers)
+        .then(|| parts.headers.get(header::UPGRADE).cloned())
+        .flatten();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    let authority = request_authority(&parts)?;
+    // From here on the authority lives only in `authority`: the check request carries it as
+    // :authority / Host, and it is restored as Host just before forwarding.
+    parts.headers.remove(header::HOST);
+    let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let target =
+        normalize_path(raw_target, snap.config.path_normalization).map_err(|e| ProxyError::BadRequest {
+            reason: e.to_string(),
+            close: false,
+        })?;
+    let (host, _) = normalize_host(&authority);
+    if !parts.headers.contains_key("x-request-id") {
+        parts.headers.insert("x-request-id", shared.request_id());
+    }
+    let mut path_and_query = target.path_and_query().into_owned();
+    log.set_request(&authority, &path_and_query, &parts.headers);
+
+    // Route: no route, no authorization call (Envoy skips ext_authz without a route).
+    let (route_index, route) = snap.route(&host, &target.path).ok_or(ProxyError::NoRoute)?;
+    log.route = Some(route.name.clone());
+    log.route_index = Some(route_index);
+    log.backend_index = Some(route.backend);
+
+    // Authorize: CUSTOM providers in name order, then the local DENY/ALLOW decision.
+    let tls = conn.tls.as_ref();
+    let remote_ip = client_ip(
+        parts.headers.get("x-forwarded-for"),
+        conn.peer.ip(),
+        snap.config.gateway.num_trusted_proxies,
+    );
+    let verdict = snap.policy.evaluate(&RequestAttributes {
+        method: parts.method.as_str(),
+        path: &target.path,
+        authority: &authority,
+        port: conn.local.port(),
+        source_ip: conn.peer.ip(),
+        remote_ip,
+        destination_ip: conn.local.ip(),
+        headers: &parts.headers,
+        sni: tls.and_then(|t| t.sni.as_deref()),
+        principal: tls.and_then(|t| t.principal.as_deref()),
+    });
+    log.audit = verdict.audit;
+
+    let mut body: Option<ProxyBody> = Some(body::boxed(body));
+    let mut buffered: Option<BufferedBody> = None;
+    let mut response_mutations: Vec<ResponseMutation> = Vec::new();
+    let request_time = SystemTime::now();
+    for index in verdict.providers.iter() {
+        let Some(provider) = snap.providers.get(index) else {
+            continue;
+        };
+        let config = provider.config();
+        if let (Some(settings), None, None) = (config.body, &buffered, &upgrade)
+            && let Some(b) = body.take()
+        {
+            let (check_body, rest) = buffer_for_check(
+                b,
+                settings.max_request_bytes as usize,
+                settings.allow_partial_message,
+            )
+            .await?;
+            buffered = check_body;
+            body = Some(rest);
+        }
+        let started = Instant::now();
+        let decision = provider
+            .check(&CheckRequestParts {
+                method: &parts.method,
+                path_and_query: &path_and_query,
+                authority: &authority,
+                scheme: conn.scheme,
+                version: parts.version,
+                headers: &parts.headers,
+                source: conn.peer,
+                destination: conn.local,
+                stream_id,
+                request_time,
+                body: buffered.as_ref(),
+                principal: tls.and_then(|t| t.principal.as_deref()),
+                sni: tls.and_then(|t| t.sni.as_deref()),
+                context_extensions: &[],
+            })
+            .await;
+        log.authz(index, started.elapsed(), &decision);
+        match decision {
+            Decision::Allow(m) => {
+                m.request.apply(&mut parts.headers, &mut path_and_query);
+                response_mutations.push(m.response);
+            }
+            Decision::Deny(reply) => {
+                return Err(ProxyError::AuthzDenied {
+                    provider: index,
+                    reply,
+                });
+            }
+            Decision::Invalid(reason) => {
+                return Err(ProxyError::AuthzInvalid {
+                    provider: index,
+                    reason,
+                });
+            }
+            Decision::Error(e) if config.fail_open => {
+                tracing::warn!(provider = %config.name, error = %e, "ext_authz failed; failing open as configured");
+            }
+            Decision::Error(e) => {
+                let status = StatusCode::from_u16(config.status_on_error).unwrap_or(StatusCode::FORBIDDEN);
+                return Err(ProxyError::AuthzError {
+                    provider: index,
+                    status,
+                    reason: e.to_string(),
+                });
+            }
+        }
+    }
+    if let LocalDecision::Deny { policy, .. } = &verdict.local {
+        return Err(ProxyError::RbacDenied {
+            policy: policy.as_deref().unwrap_or("none").to_owned(),
+        });
+    }
+
+    // Forward.
+    let upstream = snap
+        .upstreams
+        .get(route.backend)
+        .ok_or_else(|| ProxyError::UpstreamUnavailable {
+            reason: "backend missing".into(),
+        })?;
+    log.upstream = Some(upstream.name.clone());
+    parts.uri = upstream
+        .uri_for(&path_and_query)
+        .map_err(|e| ProxyError::BadRequest {
+            reason: format!("invalid path after authorization: {e}"),
+            close: false,
+        })?;
+    let h2_upstream = upstream.protocol == authgate_config::UpstreamProtocol::Http2;
+    parts.version = if h2_upstream {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    if !h2_upstream {
+        let host = HeaderValue::from_str(&authority).map_err(|_| ProxyError::BadRequest {
+            reason: "invalid authority".into(),
+            close: false,
+        })?;
+        parts.headers.insert(header::HOST, host);
+    }
+    forwarded_headers(&mut parts.headers, conn);
+    if let Some(proto) = &upgrade {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, proto.clone());
+    }
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let request = Request::from_parts(parts, body.unwrap_or_else(body::empty));
+    let timeout = route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let upstream_start = Instant::now();
+    let result = tokio::time::timeout(timeout, upstream.client.request(request)).await;
+    log.upstream_time = Some(upstream_start.elapsed());
+    let response = match result {
+        Err(_) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) if e.is_connect() => {
+            return Err(ProxyError::UpstreamUnavailable {
+                reason: error_chain(&e),
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(ProxyError::UpstreamReset {
+                reason: error_chain(&e),
+            });
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    // Respond.
+    let mut response = response;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client) = client_upgrade
+    {
+        // Bytes flow only now that the backend has agreed to switch protocols.
+        let backend = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(client, backend));
+    }
+    let (mut rparts, rbody) = response.into_parts();
+    if rparts.status != StatusCode::SWITCHING_PROTOCOLS {
+        headers::strip_hop_by_hop(&mut rparts.headers);
+    }
+    rparts
+        .headers
+        .insert(header::SERVER, HeaderValue::from_static("authgate"));
+    for m in &response_mutations {
+        m.apply(&mut rparts.headers);
+    }
+    Ok(Response::from_parts(rparts, body::boxed(rbody)))
+}
+
+/// The one authority routing, policy, authorization and the upstream all use: the absolute-form
+/// target's when present (RFC 9112 §3.2.2 says it replaces Host), else `:authority`/Host.
+fn request_authority(parts: &http::request::Parts) -> Result<String, ProxyError> {
+    if let Some(a) = parts.uri.authority() {
+        return Ok(a.as_str().to_owned());
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(h), None) => h
+            .to_str()
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ProxyError::BadRequest {
+                reason: "invalid host header".into(),
+                close: false,
+            }),
+        (Some(_), Some(_)) => Err(ProxyError::BadRequest {
+            reason: "multiple host headers".into(),
+            close: true,
+        }),
+        (None, _) => Err(ProxyError::BadRequest {
+            reason: "missing host".into(),
+            close: false,
+        }),
+    }
+}
+
+/// `x-forwarded-for` gets the peer appended; `x-forwarded-proto` is the downstream scheme
+/// (an edge proxy never trusts the client's copy).
+fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo) {
+    let peer = conn.peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev},{peer}"),
+        _ => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
+    if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
+        h.insert("x-forwarded-client-cert", xfcc);
+    } else {
+        h.remove("x-forwarded-client-cert");
+    }
+}
+
+/// Reads up to `max` bytes of the body for the check request. Returns the bytes to send to
+/// the authorization service and a body that replays everything to the upstream.
+async fn buffer_for_check(
+    mut body: ProxyBody,
+    max: usize,
+    allow_partial: bool,
+) -> Result<(Option<BufferedBody>, ProxyBody), ProxyError> {
+    if body.is_end_stream() {
+        return Ok((None, body));
+    }
+    let mut buf = BytesMut::new();
+    let mut ended = false;
+    while buf.len() <= max {
+        match body.frame().await {
+            None => {
+                ended = true;
+                break;
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Some(Err(e)) => {
+                return Err(ProxyError::BadRequest {
+                    reason: format!("reading request body: {e}"),
+                    close: true,
+                });
+            }
+        }
+        if body.is_end_stream() {
+            ended = true;
+            break;
+        }
+    }
+    let all: Bytes = buf.freeze();
+    let partial = all.len() > max || !ended;
+    if partial && !allow_partial {
+        return Err(ProxyError::PayloadTooLarge);
+    }
+    let check = BufferedBody {
+        bytes: all.slice(..all.len().min(max)),
+        partial,
+    };
+    let rest = if ended { None } else { Some(body) };
+    Ok((Some(check), body::boxed(Replay::new(all, rest))))
+}
+
+async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade) {
+    let (client, backend) = match tokio::try_join!(client, backend) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut backend = hyper_util::rt::TokioIo::new(backend);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+        tracing::debug!(error = %e, "upgraded tunnel closed with error");
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,282 @@
+//! Listeners and connections: accept, serve HTTP/1.1 and h2c with hyper, drain on shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use authgate_config::AccessLogFormat;
+use http::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::access_log::LogEntry;
+use crate::metrics::Metrics;
+use crate::pipeline::{ConnInfo, handle};
+use crate::snapshot::Snapshot;
+
+/// Limits applied to every downstream connection.
+const MAX_REQUEST_HEADER_BYTES: usize = 60 * 1024;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by every connection of a gateway.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub metrics: Metrics,
+    /// Set once shutdown starts: `/ready` then answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
+    stream_ids: AtomicU64,
+    request_id_seed: u64,
+}
+
+impl Shared {
+    pub fn next_stream_id(&self) -> u64 {
+        self.stream_ids.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A UUID-v4-shaped request id, unique per process (seeded at start, then a counter mixed
+    /// through splitmix64 so ids are not guessable from one another at a glance).
+    pub fn request_id(&self) -> HeaderValue {
+        let n = self.stream_ids.load(Ordering::Relaxed);
+        let a = splitmix64(self.request_id_seed ^ n);
+        let b = splitmix64(a ^ 0x9e37_79b9_7f4a_7c15);
+        let s = format!(
+            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xffff,
+            a & 0x0fff,
+            (b >> 48) & 0x3fff | 0x8000,
+            b & 0xffff_ffff_ffff
+        );
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("-"))
+    }
+
+    pub fn log(&self, entry: &LogEntry, snap: &Snapshot) {
+        snap.metrics.record(entry, snap);
+        let line = match snap.config.access_log {
+            AccessLogFormat::Off => return,
+            AccessLogFormat::Text => entry.text(snap),
+            AccessLogFormat::Json => entry.json(snap),
+        };
+        println!("{line}");
+    }
+}
+
+fn splitmix64(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// A running gateway: its listeners, its current snapshot, and how to stop it.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Gateway {
+    /// Binds every listener of the snapshot's config and starts serving.
+    pub async fn start(mut snapshot: Snapshot) -> io::Result<Self> {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            ^ u64::from(std::process::id()).rotate_left(32);
+        let listeners = snapshot.config.listeners.clone();
+        let admin = snapshot.config.admin;
+        let metrics = Metrics::default();
+        snapshot.attach_metrics(&metrics);
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            metrics,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            stream_ids: AtomicU64::new(1),
+            request_id_seed: seed,
+        });
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut addrs = Vec::new();
+        for l in &listeners {
+            let tls = match &l.tls {
+                None => None,
+                Some(t) => Some(tokio_rustls::TlsAcceptor::from(
+                    crate::tls::server_config(t).map_err(|e| {
+                        io::Error::new(io::ErrorKind::InvalidInput, format!("listener {}: {e}", l.name))
+                    })?,
+                )),
+            };
+            let listener = TcpListener::bind(l.address)
+                .await
+                .map_err(|e| io::Error::new(e.kind(), format!("listener {} ({}): {e}", l.name, l.address)))?;
+            addrs.push(listener.local_addr()?);
+            tasks.spawn(accept_loop(listener, tls, shared.clone(), shutdown.clone()));
+        }
+        let admin_addr = match admin {
+            Some(a) => {
+                let listener = TcpListener::bind(a)
+                    .await
+                    .map_err(|e| io::Error::new(e.kind(), format!("admin listener ({a}): {e}")))?;
+                let bound = listener.local_addr()?;
+                tokio::spawn(crate::admin::serve(listener, shared.clone(), shutdown.clone()));
+                Some(bound)
+            }
+            None => None,
+        };
+        Ok(Self {
+            shared,
+            addrs,
+            admin_addr,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// The admin listener's bound address, if enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Counts a reload that was refused (the old snapshot keeps serving).
+    pub fn reload_rejected(&self) {
+        self.shared.metrics.reload_failed.inc();
+    }
+
+    /// Bound addresses, in config order (ports resolved when the config said `:0`).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Swaps in a new snapshot; requests in flight finish on the one they started with.
+    pub fn reload(&self, mut snapshot: Snapshot) {
+        snapshot.attach_metrics(&self.shared.metrics);
+        self.shared.snapshot.store(Arc::new(snapshot));
+        self.shared.metrics.reload_ok.inc();
+    }
+
+    /// Stops accepting, lets in-flight requests finish for at most `drain`, then returns.
+    pub async fn shutdown(mut self, drain: Duration) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        self.shutdown.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(drain, all).await.is_err() {
+            tracing::warn!("drain deadline reached; closing remaining connections");
+            self.tasks.abort_all();
+        }
+    }
+
+    /// Resolves when shutdown was requested.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    shutdown: CancellationToken,
+) {
+    let connections = tokio_util::task::TaskTracker::new();
+    let local = listener.local_addr().ok();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr().ok().or(local).unwrap_or(peer);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            shared.metrics.cx_total.inc();
+            shared.metrics.cx_active.inc();
+            match tls {
+                None => {
+                    let conn = ConnInfo {
+                        peer,
+                        local,
+                        scheme: "http",
+                        tls: None,
+                    };
+                    serve_connection(stream, conn, &shared, &shutdown).await;
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => {
+                            let info = crate::tls::session_info(tls_stream.get_ref().1);
+                            let conn = ConnInfo {
+                                peer,
+                                local,
+                                scheme: "https",
+                                tls: Some(info),
+                            };
+                            serve_connection(tls_stream, conn, &shared, &shutdown).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            shared.metrics.cx_active.dec();
+        });
+    }
+    // Stop accepting; connections finish their in-flight requests and close (h2: GOAWAY).
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+async fn serve_connection<IO>(io: IO, conn: ConnInfo, shared: &Arc<Shared>, shutdown: &CancellationToken)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let shared = shared.clone();
+    let service = service_fn(move |req| handle(req, conn.clone(), shared.clone()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEADER_BYTES.max(8192));
+    builder
+        .http2()
+        .max_header_list_size(MAX_REQUEST_HEADER_BYTES as u32)
+        .timer(hyper_util::rt::TokioTimer::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with error");
+    }
+}

@@ -1,0 +1,132 @@
+//! `authgate run`: the gateway from a file, with reload on SIGHUP or file change, and graceful
+//! shutdown on SIGTERM/SIGINT.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use authgate_proxy::{Gateway, Snapshot};
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+
+/// Editors write files in several steps; wait for the burst of events to settle.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
+
+pub async fn run(config: PathBuf, istio: Vec<PathBuf>, drain: Duration) -> anyhow::Result<ExitCode> {
+    let cfg = crate::load(&config, &istio).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for note in &cfg.notes {
+        tracing::info!("{note}");
+    }
+    let watched = cfg.files.clone();
+    let snapshot = Snapshot::build(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gateway = Gateway::start(snapshot).await.context("starting listeners")?;
+    for addr in gateway.local_addrs() {
+        tracing::info!(%addr, "authgate listening");
+    }
+    if let Some(admin) = gateway.admin_addr() {
+        tracing::info!(%admin, "admin listening");
+    }
+    let (changed_tx, mut changed) = mpsc::channel::<()>(1);
+    let mut watcher = watch(&watched, &istio, changed_tx);
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            () = shutdown_signal() => break,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading");
+                reload(&gateway, &config, &istio, &mut watcher);
+            }
+            Some(()) = changed.recv() => {
+                tokio::time::sleep(RELOAD_DEBOUNCE).await;
+                while changed.try_recv().is_ok() {}
+                tracing::info!("configuration files changed: reloading");
+                reload(&gateway, &config, &istio, &mut watcher);
+            }
+        }
+    }
+    tracing::info!(drain = ?drain, "shutting down: no new connections, draining in-flight requests");
+    gateway.shutdown(drain).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Watches the directories holding the configuration files (editors replace files by rename,
+/// which a watch on the file itself would miss) and signals on any change to one of them.
+fn watch(files: &[PathBuf], istio: &[PathBuf], tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
+    let targets: Vec<PathBuf> = files.iter().chain(istio).map(|p| absolute(p)).collect();
+    let interesting = targets.clone();
+    let handler = move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event
+            && !event.kind.is_access()
+            && event
+                .paths
+                .iter()
+                .any(|p| interesting.iter().any(|t| p.starts_with(t) || t.starts_with(p)))
+        {
+            let _ = tx.try_send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "file watching unavailable; reload with SIGHUP");
+            return None;
+        }
+    };
+    let mut dirs: Vec<PathBuf> = targets
+        .iter()
+        .map(|t| {
+            if t.is_dir() {
+                t.clone()
+            } else {
+                t.parent().map_or_else(|| t.clone(), Path::to_path_buf)
+            }
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        if let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch");
+        }
+    }
+    Some(watcher)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn reload(
+    gateway: &Gateway,
+    config: &Path,
+    istio: &[PathBuf],
+    _watcher: &mut Option<notify::RecommendedWatcher>,
+) {
+    match crate::load(config, istio).and_then(|c| Snapshot::build(c).map_err(|e| e.to_string())) {
+        Ok(s) => {
+            gateway.reload(s);
+            tracing::info!("configuration reloaded");
+        }
+        Err(e) => {
+            gateway.reload_rejected();
+            tracing::error!("reload failed, keeping the previous configuration:\n{e}");
+        }
+    }
+}
+
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
