@@ -20,7 +20,7 @@ pub enum ProxyError {
     /// The authorization call failed and the provider does not fail open (flag UAEX).
     AuthzError {
         provider: usize,
-        status: StatusCode,
+        reply: LocalResponse,
         reason: String,
     },
     /// The authorization service answered with mutations we must not apply (flag UAEX).
@@ -53,7 +53,7 @@ impl ProxyError {
     /// The local reply for this error, as Envoy would send it.
     pub fn into_reply(self) -> LocalResponse {
         let (status, body): (StatusCode, Bytes) = match self {
-            Self::AuthzDenied { reply, .. } => return reply,
+            Self::AuthzDenied { reply, .. } | Self::AuthzError { reply, .. } => return reply,
             Self::BadRequest { close, .. } => {
                 let mut r = plain(StatusCode::BAD_REQUEST, Bytes::from_static(b"Bad Request"));
                 if close {
@@ -63,7 +63,6 @@ impl ProxyError {
             }
             Self::NoRoute => (StatusCode::NOT_FOUND, Bytes::new()),
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, Bytes::from_static(b"Payload Too Large")),
-            Self::AuthzError { status, .. } => (status, Bytes::new()),
             Self::AuthzInvalid { .. } => (StatusCode::INTERNAL_SERVER_ERROR, Bytes::new()),
             Self::RbacDenied { .. } => (StatusCode::FORBIDDEN, Bytes::from_static(b"RBAC: access denied")),
             Self::UpstreamUnavailable { .. } => (

@@ -102,6 +102,9 @@ async fn proxy(
     if !parts.headers.contains_key("x-request-id") {
         parts.headers.insert("x-request-id", shared.request_id());
     }
+    // The connection manager's header mutations come before any filter, so the authorization
+    // service sees them too (as with Envoy).
+    forwarded_headers(&mut parts.headers, conn, snap.config.gateway.num_trusted_proxies);
     let mut path_and_query = target.path_and_query().into_owned();
     log.set_request(&authority, &path_and_query, &parts.headers);
 
@@ -176,6 +179,9 @@ async fn proxy(
         match decision {
             Decision::Allow(m) => {
                 m.request.apply(&mut parts.headers, &mut path_and_query);
+                if let Some(method) = m.request.method {
+                    parts.method = method;
+                }
                 response_mutations.push(m.response);
             }
             Decision::Deny(reply) => {
@@ -194,10 +200,9 @@ async fn proxy(
                 tracing::warn!(provider = %config.name, error = %e, "ext_authz failed; failing open as configured");
             }
             Decision::Error(e) => {
-                let status = StatusCode::from_u16(config.status_on_error).unwrap_or(StatusCode::FORBIDDEN);
                 return Err(ProxyError::AuthzError {
                     provider: index,
-                    status,
+                    reply: provider.error_response(&e),
                     reason: e.to_string(),
                 });
             }
@@ -229,14 +234,18 @@ async fn proxy(
     } else {
         Version::HTTP_11
     };
-    if !h2_upstream {
-        let host = HeaderValue::from_str(&authority).map_err(|_| ProxyError::BadRequest {
+    // The client's Host was taken out on receipt, so a Host here was set by the authorization
+    // service, which Envoy honours.
+    let host = match parts.headers.remove(header::HOST) {
+        Some(h) => h,
+        None => HeaderValue::from_str(&authority).map_err(|_| ProxyError::BadRequest {
             reason: "invalid authority".into(),
             close: false,
-        })?;
+        })?,
+    };
+    if !h2_upstream {
         parts.headers.insert(header::HOST, host);
     }
-    forwarded_headers(&mut parts.headers, conn);
     if let Some(proto) = &upgrade {
         parts
             .headers
@@ -317,8 +326,9 @@ fn request_authority(parts: &http::request::Parts) -> Result<String, ProxyError>
 }
 
 /// `x-forwarded-for` gets the peer appended; `x-forwarded-proto` is the downstream scheme
-/// (an edge proxy never trusts the client's copy).
-fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo) {
+/// and `x-forwarded-host` is dropped, unless trusted proxies sit in front
+/// (`numTrustedProxies` > 0); `x-forwarded-client-cert` only ever comes from our own TLS.
+fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32) {
     let peer = conn.peer.ip().to_string();
     let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => format!("{prev},{peer}"),
@@ -327,7 +337,12 @@ fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo) {
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
+    if trusted_hops == 0 || !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
+    }
+    if trusted_hops == 0 {
+        h.remove("x-forwarded-host");
+    }
     if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
         h.insert("x-forwarded-client-cert", xfcc);
     } else {

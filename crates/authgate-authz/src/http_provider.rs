@@ -1,0 +1,310 @@
+//! `envoyExtAuthzHttp`: the check is an HTTP/1.1 request to the authz service (envoy-ext-authz.md
+//! §4, istio-ext-authz.md R-A12..R-A18, R-B4, R-B6, R-B7).
+
+use std::time::Duration;
+
+use authgate_config::{BodySettings, HeaderPattern, HttpProviderSettings, any_matches};
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::check::{CheckBody, CheckRequestParts, PARTIAL_BODY_HEADER, header_list, sanitize_utf8};
+use crate::format::HeaderFormatter;
+use crate::local_response::LocalResponse;
+use crate::mutation::{AllowMutations, HeaderAction, HeaderMutation, RequestMutation, ResponseMutation};
+use crate::resolve::{TokioResolver, connector};
+use crate::{BuildError, CheckError, Decision};
+
+/// Envoy's response header carrying names to strip from the upstream request on allow.
+const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
+
+/// Deny bodies are buffered whole (as Envoy's async client does); past this the answer is
+/// treated as a transport error rather than held in memory.
+const MAX_RESPONSE_BODY: usize = 4 << 20;
+
+/// Headers that describe one hop's connection or framing. They are never copied from an authz
+/// response to the client or upstream: the gateway frames its own messages (Envoy strips the
+/// connection-level ones on encode and recomputes `content-length` too).
+pub(crate) fn is_hop_or_framing(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "upgrade"
+            | "te"
+            | "content-length"
+    )
+}
+
+pub(crate) struct HttpProvider {
+    client: Client<HttpConnector<TokioResolver>, Full<Bytes>>,
+    /// `http://host:port`, no trailing slash.
+    origin: String,
+    path_prefix: String,
+    include: Vec<HeaderPattern>,
+    additional: Vec<(HeaderName, HeaderFormatter)>,
+    to_upstream: Vec<HeaderPattern>,
+    to_downstream_on_deny: Vec<HeaderPattern>,
+    to_downstream_on_allow: Vec<HeaderPattern>,
+    body: Option<BodySettings>,
+}
+
+impl HttpProvider {
+    pub(crate) fn new(
+        provider: &str,
+        settings: &HttpProviderSettings,
+        body: Option<BodySettings>,
+        origin: String,
+    ) -> Result<Self, BuildError> {
+        if !settings.path_prefix.is_empty() && !settings.path_prefix.starts_with('/') {
+            return Err(BuildError::PathPrefix {
+                provider: provider.to_owned(),
+                prefix: settings.path_prefix.clone(),
+            });
+        }
+        let mut additional = Vec::with_capacity(settings.additional_headers.len());
+        for (name, template) in &settings.additional_headers {
+            let bad = |reason: String| BuildError::AdditionalHeader {
+                provider: provider.to_owned(),
+                header: name.clone(),
+                reason,
+            };
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?;
+            if is_hop_or_framing(&header) {
+                return Err(bad(
+                    "a connection or framing header cannot be set on the check request".into(),
+                ));
+            }
+            let formatter = HeaderFormatter::parse(template).map_err(|e| bad(e.to_string()))?;
+            additional.push((header, formatter));
+        }
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector());
+        Ok(Self {
+            client,
+            origin,
+            path_prefix: settings.path_prefix.clone(),
+            include: settings.include_request_headers.clone(),
+            additional,
+            to_upstream: settings.headers_to_upstream_on_allow.clone(),
+            to_downstream_on_deny: settings.headers_to_downstream_on_deny.clone(),
+            to_downstream_on_allow: settings.headers_to_downstream_on_allow.clone(),
+            body,
+        })
+    }
+
+    /// The check request (HTTP-2/HTTP-3): the client's method; `:path` = pathPrefix + path and
+    /// query, concatenated as Envoy does (`/check/` + `/a` = `/check//a`); Host = the client's
+    /// authority; `content-length`; `authorization` and the headers matching
+    /// `includeRequestHeadersInCheck` (repeated values joined with `,`); the partial-body marker
+    /// when a body is sent; then `includeAdditionalHeadersInCheck`, which override.
+    pub(crate) fn build_request(
+        &self,
+        parts: &CheckRequestParts<'_>,
+    ) -> Result<Request<Full<Bytes>>, CheckError> {
+        let body = CheckBody::from_parts(parts, self.body.as_ref());
+        let mut target =
+            String::with_capacity(self.origin.len() + self.path_prefix.len() + parts.path_and_query.len());
+        target.push_str(&self.origin);
+        target.push_str(&self.path_prefix);
+        target.push_str(parts.path_and_query);
+        let uri: Uri = target
+            .parse()
+            .map_err(|e| CheckError::Request(format!("check request path {target:?}: {e}")))?;
+
+        let mut headers = HeaderMap::new();
+        let authority = HeaderValue::from_str(&sanitize_utf8(parts.authority.as_bytes()))
+            .map_err(|e| CheckError::Request(format!("client authority as Host: {e}")))?;
+        headers.insert(HOST, authority);
+        headers.insert(
+            CONTENT_LENGTH,
+            HeaderValue::from(body.as_ref().map_or(0, |b| b.bytes.len())),
+        );
+        for (name, value) in header_list(parts) {
+            if name.starts_with(':') || name == "content-length" {
+                continue;
+            }
+            if name != "authorization" && !any_matches(&self.include, &name) {
+                continue;
+            }
+            // Both come from a valid HeaderMap; sanitizing only swaps bytes for `!`.
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                headers.insert(n, v);
+            }
+        }
+        if let Some(body) = &body {
+            headers.insert(
+                HeaderName::from_static(PARTIAL_BODY_HEADER),
+                HeaderValue::from_static(body.partial_header_value()),
+            );
+        }
+        for (name, formatter) in &self.additional {
+            let value = formatter.format(parts);
+            // Envoy's header parser adds nothing for an empty value (and then keeps the
+            // client's copy).
+            if value.is_empty() {
+                continue;
+            }
+            if let Ok(v) = HeaderValue::from_bytes(&value) {
+                headers.insert(name.clone(), v);
+            }
+        }
+
+        let mut request = Request::new(Full::new(body.map(|b| b.bytes).unwrap_or_default()));
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_11;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+
+    pub(crate) async fn check(&self, parts: &CheckRequestParts<'_>) -> Decision {
+        let request = match self.build_request(parts) {
+            Ok(r) => r,
+            Err(e) => return Decision::Error(e),
+        };
+        let response = match self.client.request(request).await {
+            Ok(r) => r,
+            Err(e) => return Decision::Error(CheckError::Transport(error_chain(&e))),
+        };
+        let (head, body) = response.into_parts();
+        let body = match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                return Decision::Error(CheckError::Transport(format!(
+                    "reading the authz response body: {e}"
+                )));
+            }
+        };
+        self.decide(head.status, head.headers, body)
+    }
+
+    /// HTTP-5..HTTP-8.
+    pub(crate) fn decide(&self, status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Decision {
+        if status.is_server_error() {
+            return Decision::Error(CheckError::Status5xx(status.as_u16()));
+        }
+        if status.is_informational() {
+            // Only a 101 can end up here (hyper consumes the others); relaying it as a local
+            // reply would announce a protocol switch that never happens.
+            return Decision::Error(CheckError::Transport(format!("authz service answered {status}")));
+        }
+        // Never leaks anywhere; only honoured on 200.
+        let to_remove: Vec<HeaderValue> = match headers.entry(HEADERS_TO_REMOVE) {
+            http::header::Entry::Occupied(e) => e.remove_entry_mult().1.collect(),
+            http::header::Entry::Vacant(_) => Vec::new(),
+        };
+
+        if status == StatusCode::OK {
+            let mut request = RequestMutation::default();
+            let mut response = ResponseMutation::default();
+            for (name, value) in iter_entries(&headers) {
+                if is_hop_or_framing(name) {
+                    continue;
+                }
+                if any_matches(&self.to_upstream, name.as_str()) {
+                    request.headers.push(HeaderMutation::new(
+                        name.clone(),
+                        value.clone(),
+                        HeaderAction::Set,
+                    ));
+                }
+                if any_matches(&self.to_downstream_on_allow, name.as_str()) {
+                    response.headers.push(HeaderMutation::new(
+                        name.clone(),
+                        value.clone(),
+                        HeaderAction::Add,
+                    ));
+                }
+            }
+            request.remove = headers_to_remove(&to_remove);
+            return Decision::Allow(AllowMutations { request, response });
+        }
+
+        let all = self.to_downstream_on_deny.is_empty();
+        let mut deny_headers = Vec::new();
+        for (name, value) in iter_entries(&headers) {
+            if is_hop_or_framing(name) {
+                continue;
+            }
+            let allowed = all
+                || any_matches(&self.to_downstream_on_deny, name.as_str())
+                || name == http::header::LOCATION
+                || name == http::header::WWW_AUTHENTICATE;
+            if allowed {
+                deny_headers.push((name.clone(), value.clone()));
+            }
+        }
+        Decision::Deny(LocalResponse {
+            status,
+            headers: deny_headers,
+            body,
+        })
+    }
+}
+
+/// Every header line in order, repeated names as separate entries.
+fn iter_entries(headers: &HeaderMap) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+    headers.iter()
+}
+
+/// HTTP-6: each instance split on `,`, trimmed, empties dropped, lower-cased; names that are not
+/// valid header names (pseudo-headers included) are skipped, and `host` is never removed.
+fn headers_to_remove(values: &[HeaderValue]) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for value in values {
+        for name in value.as_bytes().split(|b| *b == b',') {
+            let name = name.trim_ascii();
+            if name.is_empty() {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(&name.to_ascii_lowercase())
+                && n != HOST
+            {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// `Display` of an error and its sources, for logs and `CheckError::Transport`.
+pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        s.push_str(": ");
+        s.push_str(&e.to_string());
+        source = e.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removal_list_parsing() {
+        let v = [
+            HeaderValue::from_static("x-a, X-B ,,:path, host"),
+            HeaderValue::from_static("x-c"),
+        ];
+        let names: Vec<_> = headers_to_remove(&v)
+            .iter()
+            .map(|n| n.as_str().to_owned())
+            .collect();
+        assert_eq!(names, ["x-a", "x-b", "x-c"]);
+    }
+}
