@@ -21,7 +21,7 @@ use crate::{BuildError, CheckError, Decision};
 
 pub(crate) struct GrpcProvider {
     client: AuthorizationClient<Channel>,
-    body: Option<BodySettings>,
+    pub(crate) body: Option<BodySettings>,
     timeout: Duration,
 }
 

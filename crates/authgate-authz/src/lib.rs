@@ -221,6 +221,21 @@ impl ProviderClient {
         }
     }
 
+    /// The exact check request `check` would send for `req`.
+    pub fn preview(&self, req: &CheckRequestParts<'_>) -> Result<CheckPreview, CheckError> {
+        use http_body_util::BodyExt as _;
+        match &self.transport {
+            Transport::Http(p) => {
+                let request = p.build_request(req)?;
+                let (parts, body) = request.into_parts();
+                // A `Full` body yields its bytes on the first poll.
+                let bytes = poll_once(body.collect()).and_then(Result::ok).map(|c| c.to_bytes()).unwrap_or_default();
+                Ok(CheckPreview::Http(http::Request::from_parts(parts, bytes)))
+            }
+            Transport::Grpc(p) => Ok(CheckPreview::Grpc(Box::new(check::build_check_request(req, p.body.as_ref())))),
+        }
+    }
+
     /// `statusOnError` as Envoy applies it: codes outside 100..=511 become 403.
     pub fn status_on_error(&self) -> StatusCode {
         status_on_error(self.config.status_on_error)
@@ -253,3 +268,44 @@ pub fn status_on_error(code: u16) -> StatusCode {
         StatusCode::FORBIDDEN
     }
 }
+
+/// Polls a future once; `Full` body collection completes on the first poll.
+fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The check request a provider would send, built without sending it (`authgate explain`).
+#[derive(Debug)]
+pub enum CheckPreview {
+    Http(http::Request<bytes::Bytes>),
+    Grpc(Box<authgate_proto::auth::CheckRequest>),
+}
+
+impl fmt::Display for CheckPreview {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Http(req) => {
+                let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                writeln!(f, "{} {} HTTP/1.1", req.method(), target)?;
+                for (k, v) in req.headers() {
+                    writeln!(f, "{}: {}", k, String::from_utf8_lossy(v.as_bytes()))?;
+                }
+                writeln!(f)?;
+                if !req.body().is_empty() {
+                    writeln!(f, "{}", String::from_utf8_lossy(req.body()))?;
+                }
+                Ok(())
+            }
+            Self::Grpc(check) => {
+                writeln!(f, "POST {} (gRPC)", authgate_proto::CHECK_PATH)?;
+                writeln!(f, "{check:#?}")
+            }
+        }
+    }
+}
+

@@ -114,6 +114,23 @@ pub struct BackendSpec {
     pub protocol: Option<String>,
     #[serde(default)]
     pub connect_timeout: Option<String>,
+    /// `ROUND_ROBIN` (default) or `LEAST_REQUEST` (Envoy's names).
+    #[serde(default)]
+    pub lb_policy: Option<String>,
+    /// TLS to the backend's endpoints.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamTlsSpec {
+    /// PEM CA bundle to verify the backend with (default: the public web PKI roots).
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Name to send as SNI and to verify the certificate against (default: the endpoint host).
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// Istio `MeshConfig.ExtensionProvider`. Only the two ext_authz kinds are used; the other

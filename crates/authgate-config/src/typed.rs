@@ -99,6 +99,22 @@ pub struct Backend {
     pub endpoints: Vec<HostPort>,
     pub protocol: UpstreamProtocol,
     pub connect_timeout: Duration,
+    pub lb_policy: LbPolicy,
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    /// Power of two choices on in-flight requests, as Envoy's LEAST_REQUEST.
+    LeastRequest,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

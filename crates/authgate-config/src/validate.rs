@@ -53,7 +53,7 @@ pub(crate) fn build(
         .collect();
 
     let listeners = listeners(&raw.listeners, base_dir, issues);
-    let backends = backends(&raw.backends, issues);
+    let backends = backends(&raw.backends, base_dir, issues);
     let routes = routes(&raw.routes, &backends, issues);
 
     let mut providers = Vec::new();
@@ -261,7 +261,7 @@ pub fn parse_host_port(s: &str) -> Result<HostPort, String> {
     })
 }
 
-fn backends(raw: &[Spanned<model::BackendSpec>], issues: &mut Issues<'_>) -> Vec<Backend> {
+fn backends(raw: &[Spanned<model::BackendSpec>], base_dir: &Path, issues: &mut Issues<'_>) -> Vec<Backend> {
     let mut out: Vec<Backend> = Vec::new();
     for (i, b) in raw.iter().enumerate() {
         let field = format!("backends[{i}]");
@@ -314,11 +314,29 @@ fn backends(raw: &[Spanned<model::BackendSpec>], issues: &mut Issues<'_>) -> Vec
                 DEFAULT_CONNECT_TIMEOUT
             }),
         };
+        let lb_policy = match b.value.lb_policy.as_deref() {
+            None | Some("ROUND_ROBIN") => LbPolicy::RoundRobin,
+            Some("LEAST_REQUEST") => LbPolicy::LeastRequest,
+            Some(other) => {
+                issues.push(
+                    line(b),
+                    format!("{field}.lbPolicy"),
+                    format!("{other:?} is not ROUND_ROBIN or LEAST_REQUEST"),
+                );
+                LbPolicy::RoundRobin
+            }
+        };
+        let tls = b.value.tls.as_ref().map(|t| UpstreamTls {
+            ca_file: t.ca_file.as_ref().map(|f| base_dir.join(f)),
+            server_name: t.server_name.clone(),
+        });
         out.push(Backend {
             name: b.value.name.clone(),
             endpoints,
             protocol,
             connect_timeout,
+            lb_policy,
+            tls,
         });
     }
     out

@@ -222,8 +222,9 @@ async fn proxy(
             reason: "backend missing".into(),
         })?;
     log.upstream = Some(upstream.name.clone());
-    parts.uri = upstream
-        .uri_for(&path_and_query)
+    let endpoint = upstream.pick();
+    parts.uri = endpoint
+        .uri(&path_and_query)
         .map_err(|e| ProxyError::BadRequest {
             reason: format!("invalid path after authorization: {e}"),
             close: false,
@@ -260,6 +261,8 @@ async fn proxy(
     let upstream_start = Instant::now();
     let result = tokio::time::timeout(timeout, upstream.client.request(request)).await;
     log.upstream_time = Some(upstream_start.elapsed());
+    endpoint.report(matches!(&result, Ok(Err(e)) if e.is_connect()));
+    drop(endpoint);
     let response = match result {
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) if e.is_connect() => {

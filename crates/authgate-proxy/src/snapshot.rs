@@ -25,6 +25,8 @@ pub struct Snapshot {
 pub enum SnapshotError {
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Policy(Vec<authgate_policy::PolicyError>),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::UpstreamError),
     #[error("provider {name:?}: {message}")]
     Provider { name: String, message: String },
 }
@@ -47,8 +49,8 @@ impl Snapshot {
         let upstreams = config
             .backends
             .iter()
-            .map(|b| Arc::new(Upstream::new(b, &config.static_hosts)))
-            .collect();
+            .map(|b| Upstream::new(b, &config.static_hosts).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             config: Arc::new(config),
             policy,

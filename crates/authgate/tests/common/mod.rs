@@ -175,3 +175,715 @@ pub async fn closed_port() -> SocketAddr {
     let l = bind().await;
     addr(&l)
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the proxy-core suite (tests/proxy_core*.rs). Everything listens on 127.0.0.1 with
+// ephemeral ports; every wait is bounded.
+// ---------------------------------------------------------------------------------------------
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A generous bound for anything that should happen promptly; reaching it fails the test (it
+/// is a hang guard, not a timing assertion).
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Awaits `f` for at most [`PATIENCE`], panicking with `what` otherwise.
+pub async fn within<F: std::future::Future>(what: &str, f: F) -> F::Output {
+    match tokio::time::timeout(PATIENCE, f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: nothing within {PATIENCE:?}"),
+    }
+}
+
+/// Like [`send`], but errors are returned instead of panicking (for load loops).
+pub async fn try_send(
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply, String> {
+    let stream = tokio::net::TcpStream::connect(to)
+        .await
+        .map_err(|e| format!("connect {to}: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let req = build_request(method, path, headers, body)?;
+    exchange_h1(&mut sender, req).await
+}
+
+fn build_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Request<Full<Bytes>>, String> {
+    let mut req = Request::builder().method(method).uri(path);
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req = req.header("host", "bookinfo.example.com");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(Bytes::copy_from_slice(body)))
+        .map_err(|e| format!("request: {e}"))
+}
+
+/// One request on an existing HTTP/1.1 connection, errors returned.
+pub async fn exchange_h1(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> Result<Reply, String> {
+    sender.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+    let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
+        .await
+        .map_err(|_| "no response in time".to_owned())?
+        .map_err(|e| format!("send: {e}"))?;
+    collect_reply(resp).await
+}
+
+pub async fn collect_reply(resp: http::Response<hyper::body::Incoming>) -> Result<Reply, String> {
+    let (parts, body) = resp.into_parts();
+    let body = tokio::time::timeout(PATIENCE, body.collect())
+        .await
+        .map_err(|_| "body not complete in time".to_owned())?
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// A keep-alive HTTP/1.1 client connection to `to`.
+pub async fn h1_connect(to: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = within("connect", tokio::net::TcpStream::connect(to))
+        .await
+        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    h1_handshake(stream).await
+}
+
+/// HTTP/1.1 over any stream (plain TCP or TLS).
+pub async fn h1_handshake<IO>(io: IO) -> hyper::client::conn::http1::SendRequest<Full<Bytes>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = within("h1 handshake", hyper::client::conn::http1::handshake(TokioIo::new(io)))
+        .await
+        .unwrap_or_else(|e| panic!("h1 handshake: {e}"));
+    tokio::spawn(conn);
+    sender
+}
+
+/// HTTP/2 over any stream: prior knowledge on plain TCP (h2c), or after ALPN `h2` on TLS.
+pub async fn h2_handshake<IO>(io: IO) -> hyper::client::conn::http2::SendRequest<Full<Bytes>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = within(
+        "h2 handshake",
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(io)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("h2 handshake: {e}"));
+    tokio::spawn(conn);
+    sender
+}
+
+/// One request on an HTTP/2 connection. `uri` must be absolute (`http://host/path`).
+pub async fn h2_request(
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .version(http::Version::HTTP_2);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|e| panic!("request: {e}"));
+    within("h2 ready", sender.ready())
+        .await
+        .unwrap_or_else(|e| panic!("h2 not ready: {e}"));
+    let resp = within("h2 response", sender.send_request(req))
+        .await
+        .unwrap_or_else(|e| panic!("h2 send: {e}"));
+    assert_eq!(resp.version(), http::Version::HTTP_2, "response over HTTP/2");
+    collect_reply(resp).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// GET on an admin endpoint of `g`.
+pub async fn admin(g: &Gateway, path: &str) -> Reply {
+    let Some(a) = g.admin_addr() else {
+        panic!("admin listener disabled")
+    };
+    get(a, path, &[("host", "localhost")]).await
+}
+
+/// The value of one series in Prometheus/OpenMetrics text, e.g.
+/// `metric(&text, "authgate_ext_authz_ok_total{provider=\"g\"}")`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        let value = rest.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Every value the echo backend received for `name`, from the /echo endpoint's JSON.
+pub fn echoed_header(r: &Reply, name: &str) -> Vec<String> {
+    let v = r.json();
+    let Some(headers) = v.get("headers").and_then(|h| h.as_array()) else {
+        panic!("echo without headers: {v}");
+    };
+    headers
+        .iter()
+        .filter_map(|pair| {
+            let pair = pair.as_array()?;
+            (pair.first()?.as_str()?.eq_ignore_ascii_case(name))
+                .then(|| pair.get(1)?.as_str().map(str::to_owned))?
+        })
+        .collect()
+}
+
+/// Substitutes `{{name}}` placeholders, as [`gateway`] does.
+pub fn render(yaml: &str, vars: &[(&str, String)]) -> String {
+    let mut src = yaml.to_owned();
+    for (k, v) in vars {
+        src = src.replace(&format!("{{{{{k}}}}}"), v);
+    }
+    src
+}
+
+// --- A recording backend ---------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body_len: usize,
+}
+
+/// A tiny hyper backend (HTTP/1.1 and h2c) that records every request it receives and counts
+/// its TCP connections. Paths under `/hold` are answered only once the test calls
+/// [`Recorder::release`]; every arrival is also announced on [`Recorder::arrivals`].
+pub struct Recorder {
+    pub addr: SocketAddr,
+    pub requests: Arc<Mutex<Vec<Recorded>>>,
+    pub connections: Arc<AtomicUsize>,
+    pub arrivals: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl Recorder {
+    pub fn paths(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|r| r.path.clone())
+            .collect()
+    }
+
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Lets `n` held requests answer.
+    pub fn release(&self, n: usize) {
+        self.release.add_permits(n);
+    }
+
+    /// Waits (bounded) for the next request to arrive; returns its path.
+    pub async fn next_arrival(&self) -> String {
+        let mut rx = self.arrivals.lock().await;
+        within("backend arrival", rx.recv())
+            .await
+            .unwrap_or_else(|| panic!("recorder stopped"))
+    }
+}
+
+pub async fn recorder() -> Recorder {
+    let listener = bind().await;
+    let a = addr(&listener);
+    let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (reqs, conns, rel) = (requests.clone(), connections.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            conns.fetch_add(1, Ordering::SeqCst);
+            let (reqs, rel, tx) = (reqs.clone(), rel.clone(), tx.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (reqs, rel, tx) = (reqs.clone(), rel.clone(), tx.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let path = parts
+                            .uri
+                            .path_and_query()
+                            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+                        let body_len = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                        reqs.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(Recorded {
+                                method: parts.method.to_string(),
+                                path: path.clone(),
+                                version: parts.version,
+                                headers: parts.headers.clone(),
+                                body_len,
+                            });
+                        let _ = tx.send(path.clone());
+                        if path.starts_with("/hold") {
+                            if let Ok(p) = rel.acquire().await {
+                                p.forget();
+                            }
+                        }
+                        let mut resp = http::Response::new(Full::new(Bytes::from(format!("ok {path}"))));
+                        resp.headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("text/plain"));
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Recorder {
+        addr: a,
+        requests,
+        connections,
+        arrivals: tokio::sync::Mutex::new(rx),
+        release,
+    }
+}
+
+// --- A counting TCP forwarder ----------------------------------------------------------------
+
+/// Accepts on an ephemeral port, counts connections, and splices each to `target`.
+pub async fn counting_forwarder(target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = bind().await;
+    let a = addr(&listener);
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut down, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let _ = down.set_nodelay(true);
+                if let Ok(mut up) = tokio::net::TcpStream::connect(target).await {
+                    let _ = up.set_nodelay(true);
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                }
+            });
+        }
+    });
+    (a, count)
+}
+
+// --- Raw TCP ---------------------------------------------------------------------------------
+
+/// What came back on a raw TCP connection after writing some bytes.
+pub struct RawOutcome {
+    pub data: Vec<u8>,
+    /// The gateway closed the connection (EOF or reset) within [`PATIENCE`].
+    pub closed: bool,
+}
+
+impl RawOutcome {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.data).into_owned()
+    }
+
+    /// Status codes of every HTTP/1.x response head in the stream, in order.
+    pub fn statuses(&self) -> Vec<u16> {
+        let text = self.text();
+        let mut out = Vec::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("HTTP/1.") {
+            let at_line_start = i == 0 || rest[..i].ends_with('\n');
+            let tail = &rest[i..];
+            if at_line_start
+                && let Some(code) = tail.get(9..12).and_then(|c| c.parse().ok())
+            {
+                out.push(code);
+            }
+            rest = &rest[i + 7..];
+        }
+        out
+    }
+}
+
+/// Writes `bytes` on a fresh connection (from a separate task, ignoring write errors: the
+/// server may close early) and reads until the server closes or [`PATIENCE`] passes.
+pub async fn raw_exchange(to: SocketAddr, bytes: Vec<u8>) -> RawOutcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = within("raw connect", tokio::net::TcpStream::connect(to))
+        .await
+        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&bytes).await;
+        let _ = wr.flush().await;
+        // Keep the write half open: a half-close must not be what ends the connection.
+        wr
+    });
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, rd.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) => break true,
+            Ok(Ok(n)) => data.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => break true,
+        }
+    };
+    drop(writer.await);
+    RawOutcome { data, closed }
+}
+
+// --- TLS test PKI ------------------------------------------------------------------------------
+
+/// A directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = std::env::temp_dir().join(format!(
+            "authgate-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&p).unwrap_or_else(|e| panic!("mkdir {}: {e}", p.display()));
+        Self(p)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    pub fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A test CA (rcgen) issuing server and client certificates, written as PEM into a temp dir.
+pub struct Pki {
+    pub dir: TempDir,
+    pub ca_file: PathBuf,
+    pub ca_der: rustls_pki_types::CertificateDer<'static>,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+fn rc<T>(r: Result<T, rcgen::Error>) -> T {
+    r.unwrap_or_else(|e| panic!("rcgen: {e}"))
+}
+
+impl Pki {
+    pub fn new(tag: &str) -> Self {
+        Self::with_ca_name(tag, "authgate test CA")
+    }
+
+    pub fn with_ca_name(tag: &str, cn: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let mut params = rc(rcgen::CertificateParams::new(Vec::<String>::new()));
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = rc(rcgen::KeyPair::generate());
+        let ca = rc(rcgen::CertifiedIssuer::self_signed(params, key));
+        let ca_file = dir.write("ca.pem", &ca.pem());
+        let ca_der = ca.der().clone();
+        Self {
+            dir,
+            ca_file,
+            ca_der,
+            ca,
+        }
+    }
+
+    /// A server certificate for `dns` names, written as `<file>.pem`/`<file>.key`; returns
+    /// (cert path, key path, DER of the leaf).
+    pub fn server_cert(&self, file: &str, dns: &[&str]) -> (PathBuf, PathBuf, rustls_pki_types::CertificateDer<'static>) {
+        let mut params = rc(rcgen::CertificateParams::new(
+            dns.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        ));
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, dns.first().copied().unwrap_or("server"));
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rc(rcgen::KeyPair::generate());
+        let cert = rc(params.signed_by(&key, &self.ca));
+        let cert_file = self.dir.write(&format!("{file}.pem"), &cert.pem());
+        let key_file = self.dir.write(&format!("{file}.key"), &key.serialize_pem());
+        (cert_file, key_file, cert.der().clone())
+    }
+
+    /// A client certificate whose only SAN is the URI `uri` (a SPIFFE id).
+    pub fn client_cert(
+        &self,
+        uri: &str,
+    ) -> (
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    ) {
+        let mut params = rc(rcgen::CertificateParams::new(Vec::<String>::new()));
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "workload");
+        let ia5 = rc(rcgen::string::Ia5String::try_from(uri.to_owned()));
+        params.subject_alt_names = vec![rcgen::SanType::URI(ia5)];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rc(rcgen::KeyPair::generate());
+        let cert = rc(params.signed_by(&key, &self.ca));
+        let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(rustls_pki_types::PrivatePkcs8KeyDer::from(
+            key.serialize_der(),
+        ));
+        (vec![cert.der().clone()], key_der)
+    }
+
+    /// Roots holding only this CA.
+    pub fn roots(&self) -> rustls::RootCertStore {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.ca_der.clone())
+            .unwrap_or_else(|e| panic!("add CA: {e}"));
+        roots
+    }
+}
+
+/// A TLS client connection: SNI `sni`, trusting only `roots`, offering `alpn`, with an
+/// optional client certificate. Panics if the handshake fails.
+pub async fn tls_connect(
+    to: SocketAddr,
+    sni: &str,
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+    client_cert: Option<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    match try_tls_connect(to, sni, roots, alpn, client_cert).await {
+        Ok(s) => s,
+        Err(e) => panic!("TLS to {to} as {sni}: {e}"),
+    }
+}
+
+pub async fn try_tls_connect(
+    to: SocketAddr,
+    sni: &str,
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+    client_cert: Option<(
+        Vec<rustls_pki_types::CertificateDer<'static>>,
+        rustls_pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match client_cert {
+        None => builder.with_no_client_auth(),
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?,
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls_pki_types::ServerName::try_from(sni.to_owned()).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(to)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    tokio::time::timeout(PATIENCE, connector.connect(name, tcp))
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| format!("handshake: {e}"))
+}
+
+// --- The binary --------------------------------------------------------------------------------
+
+/// `authgate run --config FILE` as a child process, killed on drop. Stdout/stderr are drained
+/// by threads; stderr lines are scanned for the bound addresses.
+pub struct Child {
+    pub child: std::process::Child,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Child {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("kill -{sig}: {e}"));
+        assert!(status.success(), "kill -{sig} {} failed", self.child.id());
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .join("\n")
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Parses `... <marker> ... <key>=IP:PORT` from a log line.
+fn addr_after(line: &str, marker: &str, key: &str) -> Option<SocketAddr> {
+    if !line.contains(marker) {
+        return None;
+    }
+    let at = line.find(&format!("{key}="))?;
+    line[at + key.len() + 1..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Starts `authgate run --config <config>` (the config must use `127.0.0.1:0` listeners and
+/// admin) and waits (bounded) until it logged both addresses.
+pub fn spawn_binary(config: &Path, extra: &[&str]) -> Child {
+    use std::io::BufRead;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(extra)
+        .env("NO_COLOR", "1")
+        .env("AUTHGATE_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn authgate: {e}"));
+    let stdout: Arc<Mutex<Vec<String>>> = Arc::default();
+    let stderr: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    if let Some(out) = child.stdout.take() {
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
+            }
+        });
+    }
+    if let Some(err) = child.stderr.take() {
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+                let line = strip_ansi(&line);
+                let _ = tx.send(line.clone());
+                sink.lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(line);
+            }
+        });
+    }
+    let mut child = Child {
+        child,
+        listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+        admin: SocketAddr::from(([0, 0, 0, 0], 0)),
+        stdout,
+        stderr,
+    };
+    let (mut listen, mut admin) = (None, None);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while listen.is_none() || admin.is_none() {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                listen = listen.or_else(|| addr_after(&line, "authgate listening", "addr"));
+                admin = admin.or_else(|| addr_after(&line, "admin listening", "admin"));
+            }
+            Err(_) => panic!(
+                "authgate did not log its addresses in time; stderr:\n{}",
+                child.stderr_text()
+            ),
+        }
+    }
+    child.listen = listen.unwrap_or(child.listen);
+    child.admin = admin.unwrap_or(child.admin);
+    child
+}
