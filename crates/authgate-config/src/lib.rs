@@ -57,7 +57,9 @@ pub fn parse(
     for p in istio_paths {
         istio::load_istio_path(p, &mut bundle, &mut errors);
     }
-    let files = std::mem::take(&mut bundle.files);
+    let mut files = std::mem::take(&mut bundle.files);
+    // Directories too, so reload notices files added to them.
+    files.extend(std::mem::take(&mut bundle.dirs));
     let mut issues = Issues::new(file);
     let mut config = validate::build(file, base_dir, raw, bundle, &mut issues);
     errors.extend(issues.errors);

@@ -99,11 +99,16 @@ pub(crate) fn build(
         .as_ref()
         .map(|pn| path_normalization(pn, issues))
         .unwrap_or_default();
+    // The gateway file's own rootNamespace wins over the one in Istio's MeshConfig.
+    let mesh_root_namespace = istio.root_namespace.clone();
     let gateway = raw
         .gateway
         .as_ref()
         .map(|g| {
-            let d = GatewayIdentity::default();
+            let mut d = GatewayIdentity::default();
+            if let Some(rn) = &mesh_root_namespace {
+                d.root_namespace.clone_from(rn);
+            }
             GatewayIdentity {
                 labels: g.value.labels.clone().unwrap_or(d.labels),
                 namespace: g.value.namespace.clone().unwrap_or(d.namespace),
@@ -112,7 +117,10 @@ pub(crate) fn build(
                 num_trusted_proxies: g.value.num_trusted_proxies.unwrap_or(0),
             }
         })
-        .unwrap_or_default();
+        .unwrap_or_else(|| GatewayIdentity {
+            root_namespace: mesh_root_namespace.unwrap_or_else(|| GatewayIdentity::default().root_namespace),
+            ..GatewayIdentity::default()
+        });
 
     let admin = match raw
         .admin

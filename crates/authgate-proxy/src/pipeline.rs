@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use authgate_authz::{BufferedBody, CheckRequestParts, Decision, ResponseMutation};
-use authgate_policy::{LocalDecision, RequestAttributes, client_ip, normalize_host, normalize_path};
+use authgate_policy::{
+    LocalDecision, RequestAttributes, client_ip_from_headers, normalize_host, normalize_path,
+};
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
@@ -84,6 +86,14 @@ async fn proxy(
 
     // Receive: framing guards, hop-by-hop hygiene, one authority, one normalized path.
     headers::check_framing(&parts.headers)?;
+    // Methods are case-sensitive tokens; a lower-case `get` must not slip past a `methods:
+    // ["GET"]` rule while a lenient backend treats it as GET (Istio's normalization guidance).
+    if parts.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(ProxyError::BadRequest {
+            reason: format!("method {:?} is not upper case", parts.method.as_str()),
+            close: false,
+        });
+    }
     let upgrade = headers::is_upgrade(&parts.headers)
         .then(|| parts.headers.get(header::UPGRADE).cloned())
         .flatten();
@@ -116,8 +126,8 @@ async fn proxy(
 
     // Authorize: CUSTOM providers in name order, then the local DENY/ALLOW decision.
     let tls = conn.tls.as_ref();
-    let remote_ip = client_ip(
-        parts.headers.get("x-forwarded-for"),
+    let remote_ip = client_ip_from_headers(
+        &parts.headers,
         conn.peer.ip(),
         snap.config.gateway.num_trusted_proxies,
     );

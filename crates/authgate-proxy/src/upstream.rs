@@ -66,7 +66,11 @@ impl Drop for Pick<'_> {
 
 impl Pick<'_> {
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::uri::InvalidUri> {
-        let base = self.upstream.endpoints.get(self.index).map_or("http://invalid", |e| e.base.as_str());
+        let base = self
+            .upstream
+            .endpoints
+            .get(self.index)
+            .map_or("http://invalid", |e| e.base.as_str());
         let mut s = String::with_capacity(base.len() + path_and_query.len());
         s.push_str(base);
         s.push_str(path_and_query);
@@ -76,7 +80,9 @@ impl Pick<'_> {
     /// Passive health: a refused connection ejects the endpoint for a while; a success clears
     /// its failure count.
     pub fn report(&self, connect_failed: bool) {
-        let Some(e) = self.upstream.endpoints.get(self.index) else { return };
+        let Some(e) = self.upstream.endpoints.get(self.index) else {
+            return;
+        };
         if connect_failed {
             let n = e.consecutive_failures.fetch_add(1, Ordering::Relaxed).min(16);
             let ejection = BASE_EJECTION.saturating_mul(1 << n).min(MAX_EJECTION);
@@ -97,7 +103,9 @@ impl Upstream {
         http.enforce_http(false);
         let connector = https_connector(backend, http)?;
         let mut builder = Client::builder(TokioExecutor::new());
-        builder.pool_idle_timeout(Duration::from_secs(60)).pool_max_idle_per_host(1024);
+        builder
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024);
         // The client's Host header goes upstream untouched; the URI only picks the endpoint.
         builder.set_host(false);
         if backend.protocol == UpstreamProtocol::Http2 {
@@ -108,9 +116,13 @@ impl Upstream {
             .endpoints
             .iter()
             .map(|e| {
-                let hp = static_hosts
-                    .get(&e.host)
-                    .map_or_else(|| e.clone(), |ip| HostPort { host: ip.to_string(), port: e.port });
+                let hp = static_hosts.get(&e.host).map_or_else(
+                    || e.clone(),
+                    |ip| HostPort {
+                        host: ip.to_string(),
+                        port: e.port,
+                    },
+                );
                 Endpoint {
                     base: format!("{scheme}://{hp}"),
                     active: AtomicUsize::new(0),
@@ -135,7 +147,9 @@ impl Upstream {
     }
 
     fn healthy(&self, i: usize, now: u64) -> bool {
-        self.endpoints.get(i).is_some_and(|e| e.ejected_until_ms.load(Ordering::Relaxed) <= now)
+        self.endpoints
+            .get(i)
+            .is_some_and(|e| e.ejected_until_ms.load(Ordering::Relaxed) <= now)
     }
 
     /// Chooses an endpoint. Ejected endpoints are skipped unless every endpoint is ejected
@@ -145,14 +159,23 @@ impl Upstream {
         let now = self.now_ms();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let index = match self.lb {
-            LbPolicy::RoundRobin => (0..n).map(|k| (start + k) % n).find(|&i| self.healthy(i, now)).unwrap_or(start % n),
+            LbPolicy::RoundRobin => (0..n)
+                .map(|k| (start + k) % n)
+                .find(|&i| self.healthy(i, now))
+                .unwrap_or(start % n),
             LbPolicy::LeastRequest => {
                 // Power of two choices among healthy endpoints.
                 let a = (0..n).map(|k| (start + k) % n).find(|&i| self.healthy(i, now));
-                let b = (0..n).map(|k| (start.wrapping_mul(7) + 3 + k) % n).find(|&i| self.healthy(i, now) && Some(i) != a);
+                let b = (0..n)
+                    .map(|k| (start.wrapping_mul(7) + 3 + k) % n)
+                    .find(|&i| self.healthy(i, now) && Some(i) != a);
                 match (a, b) {
                     (Some(a), Some(b)) => {
-                        let load = |i: usize| self.endpoints.get(i).map_or(usize::MAX, |e| e.active.load(Ordering::Relaxed));
+                        let load = |i: usize| {
+                            self.endpoints
+                                .get(i)
+                                .map_or(usize::MAX, |e| e.active.load(Ordering::Relaxed))
+                        };
                         if load(b) < load(a) { b } else { a }
                     }
                     (Some(a), None) => a,
@@ -163,37 +186,45 @@ impl Upstream {
         if let Some(e) = self.endpoints.get(index) {
             e.active.fetch_add(1, Ordering::Relaxed);
         }
-        Pick { upstream: self, index }
+        Pick {
+            upstream: self,
+            index,
+        }
     }
 }
 
 fn https_connector(backend: &Backend, http: HttpConnector) -> Result<Connector, UpstreamError> {
-    let err = |message: String| UpstreamError::Tls { backend: backend.name.clone(), message };
+    let err = |message: String| UpstreamError::Tls {
+        backend: backend.name.clone(),
+        message,
+    };
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     match backend.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
         Some(ca) => {
-            let certs = CertificateDer::pem_file_iter(ca).map_err(|e| err(format!("{}: {e}", ca.display())))?;
+            let certs =
+                CertificateDer::pem_file_iter(ca).map_err(|e| err(format!("{}: {e}", ca.display())))?;
             for c in certs {
                 let c = c.map_err(|e| err(format!("{}: {e}", ca.display())))?;
                 roots.add(c).map_err(|e| err(format!("{}: {e}", ca.display())))?;
             }
         }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        // Plain-HTTP backends never use the roots.
+        None if backend.tls.is_some() => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        None => {}
     }
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| err(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = match backend.protocol {
-        UpstreamProtocol::Http2 => vec![b"h2".to_vec()],
-        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
-    };
-    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
     let builder = match backend.tls.as_ref().and_then(|t| t.server_name.clone()) {
         Some(name) => {
-            let name = ServerName::try_from(name.clone()).map_err(|e| err(format!("serverName {name:?}: {e}")))?;
+            let name =
+                ServerName::try_from(name.clone()).map_err(|e| err(format!("serverName {name:?}: {e}")))?;
             builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
         }
         None => builder,

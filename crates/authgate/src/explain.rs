@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use authgate_authz::{CheckRequestParts, ProviderClient};
-use authgate_policy::{PolicyEngine, RequestAttributes, client_ip, normalize_host, normalize_path};
+use authgate_policy::{
+    PolicyEngine, RequestAttributes, client_ip_from_headers, normalize_host, normalize_path,
+};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 #[derive(clap::Args)]
@@ -25,11 +27,23 @@ pub struct ExplainArgs {
 }
 
 pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
-    let cfg = authgate_config::load(&args.config.config, &args.config.istio).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let engine = PolicyEngine::compile(&cfg)
-        .map_err(|errs| anyhow::anyhow!("{}", errs.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")))?;
+    let cfg =
+        authgate_config::load(&args.config.config, &args.config.istio).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let engine = PolicyEngine::compile(&cfg).map_err(|errs| {
+        anyhow::anyhow!(
+            "{}",
+            errs.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })?;
 
-    let (method, url) = args.request.trim().split_once(char::is_whitespace).unwrap_or(("GET", args.request.trim()));
+    let (method, url) = args
+        .request
+        .trim()
+        .split_once(char::is_whitespace)
+        .unwrap_or(("GET", args.request.trim()));
     let method: Method = method.parse().context("request method")?;
     let uri: http::Uri = url.trim().parse().with_context(|| format!("URL {url:?}"))?;
     let scheme = uri.scheme_str().unwrap_or("http");
@@ -37,7 +51,9 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let port = uri.port_u16().unwrap_or(listener_port);
     let mut headers = HeaderMap::new();
     for h in &args.headers {
-        let (k, v) = h.split_once(':').with_context(|| format!("header {h:?} is not `name: value`"))?;
+        let (k, v) = h
+            .split_once(':')
+            .with_context(|| format!("header {h:?} is not `name: value`"))?;
         headers.append(
             HeaderName::from_bytes(k.trim().as_bytes()).with_context(|| format!("header name {k:?}"))?,
             HeaderValue::from_str(v.trim()).with_context(|| format!("header value {v:?}"))?,
@@ -45,16 +61,27 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     }
     let authority = match uri.authority() {
         Some(a) => a.as_str().to_owned(),
-        None => headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("localhost").to_owned(),
+        None => headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost")
+            .to_owned(),
     };
     headers.remove("host");
     let peer_ip = args.from.unwrap_or(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
     let peer = SocketAddr::new(peer_ip, 54321);
-    let local = SocketAddr::new(cfg.listeners.first().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |l| l.address.ip()), port);
+    let local = SocketAddr::new(
+        cfg.listeners
+            .first()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |l| l.address.ip()),
+        port,
+    );
 
     let mut out = String::new();
     let raw_target = uri.path_and_query().map_or("/", |p| p.as_str());
-    out.push_str(&format!("request:     {method} {scheme}://{authority}{raw_target}\n"));
+    out.push_str(&format!(
+        "request:     {method} {scheme}://{authority}{raw_target}\n"
+    ));
     let target = match normalize_path(raw_target, cfg.path_normalization) {
         Ok(t) => t,
         Err(e) => {
@@ -70,7 +97,9 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         cfg.path_normalization.mode
     ));
     let (host, _) = normalize_host(&authority);
-    let route = cfg.routes.iter().find(|r| (r.hosts.is_empty() || r.hosts.iter().any(|h| h.matches(&host))) && r.path.matches(&target.path));
+    let route = cfg.routes.iter().find(|r| {
+        (r.hosts.is_empty() || r.hosts.iter().any(|h| h.matches(&host))) && r.path.matches(&target.path)
+    });
     match route {
         Some(r) => out.push_str(&format!(
             "route:       {} → backend {}\n",
@@ -78,7 +107,9 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             cfg.backends.get(r.backend).map_or("?", |b| b.name.as_str())
         )),
         None => {
-            out.push_str("route:       none → 404, no policy evaluated and no authorization call (as Envoy)\n");
+            out.push_str(
+                "route:       none → 404, no policy evaluated and no authorization call (as Envoy)\n",
+            );
             print!("{out}");
             return Ok(ExitCode::SUCCESS);
         }
@@ -88,9 +119,15 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         Some(prev) if !prev.is_empty() => format!("{prev},{peer_ip}"),
         _ => peer_ip.to_string(),
     };
-    let remote_ip = client_ip(headers.get("x-forwarded-for"), peer_ip, cfg.gateway.num_trusted_proxies);
-    headers.insert("x-forwarded-for", HeaderValue::from_str(&xff).context("x-forwarded-for")?);
-    headers.insert("x-forwarded-proto", HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }));
+    let remote_ip = client_ip_from_headers(&headers, peer_ip, cfg.gateway.num_trusted_proxies);
+    headers.insert(
+        "x-forwarded-for",
+        HeaderValue::from_str(&xff).context("x-forwarded-for")?,
+    );
+    headers.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+    );
     let attrs = RequestAttributes {
         method: method.as_str(),
         path: &target.path,
@@ -108,7 +145,9 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
 
     let path_and_query = target.path_and_query();
     for index in explanation.verdict.providers.iter() {
-        let Some(provider) = cfg.providers.get(index) else { continue };
+        let Some(provider) = cfg.providers.get(index) else {
+            continue;
+        };
         let client = ProviderClient::new(provider, provider.target(&cfg.static_hosts))
             .map_err(|e| anyhow::anyhow!("provider {}: {e}", provider.name))?;
         let parts = CheckRequestParts {

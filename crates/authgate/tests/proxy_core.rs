@@ -104,12 +104,19 @@ async fn h2c_prior_knowledge_through_grpc_authz() {
         let (i, r) = within("stream", t).await.unwrap_or_else(|e| panic!("join: {e}"));
         if i % 2 == 0 {
             assert_eq!(r.status, 200, "stream {i}: {}", r.text());
-            assert_eq!(echoed_header(&r, "x-ext-authz-check-result"), vec!["allowed".to_owned()]);
+            assert_eq!(
+                echoed_header(&r, "x-ext-authz-check-result"),
+                vec!["allowed".to_owned()]
+            );
         } else {
             assert_eq!(r.status, 403, "stream {i}");
         }
     }
-    assert_eq!(sample.counters.grpc.load(Ordering::SeqCst), 12, "every request was checked over gRPC");
+    assert_eq!(
+        sample.counters.grpc.load(Ordering::SeqCst),
+        12,
+        "every request was checked over gRPC"
+    );
     gw.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -204,42 +211,69 @@ async fn grpc_backend_behind_http_authz() {
     let mut client = grpc_client(gw_addr(&gw)).await;
 
     // Allowed by the gateway's authz; the backend's own CheckResponse comes back intact.
-    let resp = within("allowed call", client.check(with_metadata(check_request("allow"), Some("allow"))))
-        .await
-        .unwrap_or_else(|s| panic!("allowed call failed: {s:?}"))
-        .into_inner();
-    assert_eq!(resp.status.as_ref().map(|s| s.code), Some(0), "backend said OK: {resp:?}");
+    let resp = within(
+        "allowed call",
+        client.check(with_metadata(check_request("allow"), Some("allow"))),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("allowed call failed: {s:?}"))
+    .into_inner();
+    assert_eq!(
+        resp.status.as_ref().map(|s| s.code),
+        Some(0),
+        "backend said OK: {resp:?}"
+    );
     assert!(
-        matches!(resp.http_response, Some(check_response::HttpResponse::OkResponse(_))),
+        matches!(
+            resp.http_response,
+            Some(check_response::HttpResponse::OkResponse(_))
+        ),
         "{resp:?}"
     );
     // Allowed by the gateway, denied *inside* by the backend: a normal RPC result, relayed.
-    let resp = within("allowed call", client.check(with_metadata(check_request("deny"), Some("allow"))))
-        .await
-        .unwrap_or_else(|s| panic!("allowed call failed: {s:?}"))
-        .into_inner();
+    let resp = within(
+        "allowed call",
+        client.check(with_metadata(check_request("deny"), Some("allow"))),
+    )
+    .await
+    .unwrap_or_else(|s| panic!("allowed call failed: {s:?}"))
+    .into_inner();
     assert_eq!(resp.status.as_ref().map(|s| s.code), Some(7), "{resp:?}");
     match &resp.http_response {
         Some(check_response::HttpResponse::DeniedResponse(d)) => assert_eq!(d.body, DENY_BODY),
         other => panic!("expected the backend's denied_response, got {other:?}"),
     }
-    assert_eq!(backend_counters.grpc.load(Ordering::SeqCst), 2, "both allowed calls reached the backend");
+    assert_eq!(
+        backend_counters.grpc.load(Ordering::SeqCst),
+        2,
+        "both allowed calls reached the backend"
+    );
 
     // Denied by the gateway: PERMISSION_DENIED from the gateway, never reaching the backend.
-    let status = within("denied call", client.check(with_metadata(check_request("allow"), None)))
-        .await
-        .expect_err("the gateway must deny a call without x-ext-authz: allow");
+    let status = within(
+        "denied call",
+        client.check(with_metadata(check_request("allow"), None)),
+    )
+    .await
+    .expect_err("the gateway must deny a call without x-ext-authz: allow");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
-    let status = within("denied call", client.check(with_metadata(check_request("allow"), Some("deny"))))
-        .await
-        .expect_err("the gateway must deny x-ext-authz: deny");
+    let status = within(
+        "denied call",
+        client.check(with_metadata(check_request("allow"), Some("deny"))),
+    )
+    .await
+    .expect_err("the gateway must deny x-ext-authz: deny");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert_eq!(
         backend_counters.grpc.load(Ordering::SeqCst),
         2,
         "denied calls never reach the backend"
     );
-    assert_eq!(sample.counters.http.load(Ordering::SeqCst), 4, "every call was checked");
+    assert_eq!(
+        sample.counters.http.load(Ordering::SeqCst),
+        4,
+        "every call was checked"
+    );
     gw.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -272,7 +306,9 @@ async fn graceful_shutdown_completes_in_flight_requests() {
         .unwrap_or_else(|e| panic!("connect: {e}"));
     let mut h2 = h2_handshake(tcp).await;
     let h2_flight =
-        tokio::spawn(async move { h2_request(&mut h2, "GET", "http://bookinfo.example.com/hold/h2", &[]).await });
+        tokio::spawn(
+            async move { h2_request(&mut h2, "GET", "http://bookinfo.example.com/hold/h2", &[]).await },
+        );
 
     // Both requests are at the (slow) backend before shutdown starts.
     let mut arrived = vec![backend.next_arrival().await, backend.next_arrival().await];
@@ -293,7 +329,10 @@ async fn graceful_shutdown_completes_in_flight_requests() {
         }
     }
     assert!(refused, "new connections must be refused once shutdown started");
-    assert!(!h1_flight.is_finished() && !h2_flight.is_finished(), "still in flight");
+    assert!(
+        !h1_flight.is_finished() && !h2_flight.is_finished(),
+        "still in flight"
+    );
 
     backend.release(2);
     let r1 = within("h1 in-flight", h1_flight)
@@ -357,7 +396,12 @@ async fn hammer(at: SocketAddr, prefix: &'static str) {
                     Ok(r) => r,
                     Err(e) => panic!("request {prefix}{w}-{i}: {e}"),
                 };
-                assert_eq!(r.status, if deny { 403 } else { 200 }, "{prefix}{w}-{i}: {}", r.text());
+                assert_eq!(
+                    r.status,
+                    if deny { 403 } else { 200 },
+                    "{prefix}{w}-{i}: {}",
+                    r.text()
+                );
                 done.fetch_add(1, Ordering::SeqCst);
             }
         }));
@@ -388,14 +432,28 @@ async fn authz_connections_are_reused() {
     let at = gw_addr(&gw);
 
     hammer(at, "/g/").await;
-    assert_eq!(sample.counters.grpc.load(Ordering::SeqCst), CHECKS as u64, "every request was checked");
+    assert_eq!(
+        sample.counters.grpc.load(Ordering::SeqCst),
+        CHECKS as u64,
+        "every request was checked"
+    );
     let g = grpc_conns.load(Ordering::SeqCst);
-    assert!(g >= 1 && g <= 4, "gRPC provider opened {g} connections for {CHECKS} checks");
+    assert!(
+        g >= 1 && g <= 4,
+        "gRPC provider opened {g} connections for {CHECKS} checks"
+    );
 
     hammer(at, "/h/").await;
-    assert_eq!(sample.counters.http.load(Ordering::SeqCst), CHECKS as u64, "every request was checked");
+    assert_eq!(
+        sample.counters.http.load(Ordering::SeqCst),
+        CHECKS as u64,
+        "every request was checked"
+    );
     let h = http_conns.load(Ordering::SeqCst);
-    assert!(h >= 1 && h <= 4, "HTTP provider opened {h} connections for {CHECKS} checks");
+    assert!(
+        h >= 1 && h <= 4,
+        "HTTP provider opened {h} connections for {CHECKS} checks"
+    );
     gw.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -429,7 +487,10 @@ async fn upstream_unreachable_is_503_and_slow_is_504() {
     let r = get(at, "/dead/x", &[]).await;
     assert_eq!(r.status, 503, "{}", r.text());
     let stats = admin(&gw, "/stats/prometheus").await.text();
-    let fails = metric(&stats, "authgate_upstream_cx_connect_fail_total{backend=\"dead\"}");
+    let fails = metric(
+        &stats,
+        "authgate_upstream_cx_connect_fail_total{backend=\"dead\"}",
+    );
     assert!(
         fails.is_some_and(|n| n >= 1.0),
         "connect failure counted for backend dead: {fails:?}\n{stats}"
@@ -437,16 +498,26 @@ async fn upstream_unreachable_is_503_and_slow_is_504() {
 
     let r = get(at, "/hold/x", &[]).await;
     assert_eq!(r.status, 504, "{}", r.text());
-    assert_eq!(slow.paths(), vec!["/hold/x".to_owned()], "the slow backend did get the request");
+    assert_eq!(
+        slow.paths(),
+        vec!["/hold/x".to_owned()],
+        "the slow backend did get the request"
+    );
 
     // A gRPC client gets grpc-status 14 (UNAVAILABLE) instead of an HTML 503.
     let mut client = grpc_client(at).await;
-    let status = within("grpc to dead backend", client.check(tonic::Request::new(check_request("allow"))))
-        .await
-        .expect_err("dead backend");
+    let status = within(
+        "grpc to dead backend",
+        client.check(tonic::Request::new(check_request("allow"))),
+    )
+    .await
+    .expect_err("dead backend");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     let stats = admin(&gw, "/stats/prometheus").await.text();
-    let fails = metric(&stats, "authgate_upstream_cx_connect_fail_total{backend=\"grpc-dead\"}");
+    let fails = metric(
+        &stats,
+        "authgate_upstream_cx_connect_fail_total{backend=\"grpc-dead\"}",
+    );
     assert!(fails.is_some_and(|n| n >= 1.0), "{fails:?}\n{stats}");
     gw.shutdown(Duration::from_secs(1)).await;
 }
@@ -483,11 +554,21 @@ async fn metrics_count_checks_per_provider_and_config_dump_redacts() {
     let sample = start_sample().await;
     let backend = recorder().await;
     let dead = closed_port().await;
-    let mut vars = vec![("backend", backend.addr.to_string()), ("secret", SECRET.to_owned())];
+    let mut vars = vec![
+        ("backend", backend.addr.to_string()),
+        ("secret", SECRET.to_owned()),
+    ];
     let [(_, gh), (_, gp)] = host_port(sample.authz_grpc);
     let [(_, hh), (_, hp)] = host_port(sample.authz_http);
     let [(_, dh), (_, dp)] = host_port(dead);
-    vars.extend([("gh", gh), ("gp", gp), ("hh", hh), ("hp", hp), ("dh", dh), ("dp", dp)]);
+    vars.extend([
+        ("gh", gh),
+        ("gp", gp),
+        ("hh", hh),
+        ("hp", hp),
+        ("dh", dh),
+        ("dp", dp),
+    ]);
     let gw = gateway(METRICS, &vars).await;
     let at = gw_addr(&gw);
 
@@ -508,7 +589,11 @@ async fn metrics_count_checks_per_provider_and_config_dump_redacts() {
 
     let stats = admin(&gw, "/stats/prometheus").await.text();
     let m = |name: &str, provider: &str| {
-        metric(&stats, &format!("authgate_ext_authz_{name}_total{{provider=\"{provider}\"}}")).unwrap_or(0.0)
+        metric(
+            &stats,
+            &format!("authgate_ext_authz_{name}_total{{provider=\"{provider}\"}}"),
+        )
+        .unwrap_or(0.0)
     };
     let table = [
         ("ok", "grpc", 3.0),
@@ -522,14 +607,21 @@ async fn metrics_count_checks_per_provider_and_config_dump_redacts() {
         ("error", "broken", 1.0),
     ];
     for (name, provider, want) in table {
-        assert_eq!(m(name, provider), want, "authgate_ext_authz_{name}_total{{provider={provider}}}\n{stats}");
+        assert_eq!(
+            m(name, provider),
+            want,
+            "authgate_ext_authz_{name}_total{{provider={provider}}}\n{stats}"
+        );
     }
     for series in [
         "authgate_ext_authz_ok_total{provider=\"grpc\"}",
         "authgate_ext_authz_denied_total{provider=\"http\"}",
         "authgate_ext_authz_error_total{provider=\"broken\"}",
     ] {
-        assert!(metric(&stats, series).is_some(), "series {series} present\n{stats}");
+        assert!(
+            metric(&stats, series).is_some(),
+            "series {series} present\n{stats}"
+        );
     }
 
     let dump = admin(&gw, "/config_dump").await;
@@ -537,7 +629,13 @@ async fn metrics_count_checks_per_provider_and_config_dump_redacts() {
     let json = dump.json();
     assert!(json.is_object(), "{json}");
     let text = dump.text();
-    assert!(!text.contains(SECRET), "includeAdditionalHeadersInCheck values are redacted: {text}");
-    assert!(text.contains("x-api-key"), "the header name itself is shown: {text}");
+    assert!(
+        !text.contains(SECRET),
+        "includeAdditionalHeadersInCheck values are redacted: {text}"
+    );
+    assert!(
+        text.contains("x-api-key"),
+        "the header name itself is shown: {text}"
+    );
     gw.shutdown(Duration::from_secs(1)).await;
 }

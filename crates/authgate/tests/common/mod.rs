@@ -238,7 +238,10 @@ pub async fn exchange_h1(
     sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     req: Request<Full<Bytes>>,
 ) -> Result<Reply, String> {
-    sender.ready().await.map_err(|e| format!("connection not ready: {e}"))?;
+    sender
+        .ready()
+        .await
+        .map_err(|e| format!("connection not ready: {e}"))?;
     let resp = tokio::time::timeout(PATIENCE, sender.send_request(req))
         .await
         .map_err(|_| "no response in time".to_owned())?
@@ -273,9 +276,12 @@ pub async fn h1_handshake<IO>(io: IO) -> hyper::client::conn::http1::SendRequest
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = within("h1 handshake", hyper::client::conn::http1::handshake(TokioIo::new(io)))
-        .await
-        .unwrap_or_else(|e| panic!("h1 handshake: {e}"));
+    let (sender, conn) = within(
+        "h1 handshake",
+        hyper::client::conn::http1::handshake(TokioIo::new(io)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("h1 handshake: {e}"));
     tokio::spawn(conn);
     sender
 }
@@ -521,9 +527,7 @@ impl RawOutcome {
         while let Some(i) = rest.find("HTTP/1.") {
             let at_line_start = i == 0 || rest[..i].ends_with('\n');
             let tail = &rest[i..];
-            if at_line_start
-                && let Some(code) = tail.get(9..12).and_then(|c| c.parse().ok())
-            {
+            if at_line_start && let Some(code) = tail.get(9..12).and_then(|c| c.parse().ok()) {
                 out.push(code);
             }
             rest = &rest[i + 7..];
@@ -620,9 +624,7 @@ impl Pki {
         let mut params = rc(rcgen::CertificateParams::new(Vec::<String>::new()));
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
         params.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
             rcgen::KeyUsagePurpose::CrlSign,
@@ -642,14 +644,19 @@ impl Pki {
 
     /// A server certificate for `dns` names, written as `<file>.pem`/`<file>.key`; returns
     /// (cert path, key path, DER of the leaf).
-    pub fn server_cert(&self, file: &str, dns: &[&str]) -> (PathBuf, PathBuf, rustls_pki_types::CertificateDer<'static>) {
+    pub fn server_cert(
+        &self,
+        file: &str,
+        dns: &[&str],
+    ) -> (PathBuf, PathBuf, rustls_pki_types::CertificateDer<'static>) {
         let mut params = rc(rcgen::CertificateParams::new(
             dns.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         ));
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, dns.first().copied().unwrap_or("server"));
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            dns.first().copied().unwrap_or("server"),
+        );
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
         let key = rc(rcgen::KeyPair::generate());
         let cert = rc(params.signed_by(&key, &self.ca));
@@ -814,11 +821,7 @@ fn addr_after(line: &str, marker: &str, key: &str) -> Option<SocketAddr> {
         return None;
     }
     let at = line.find(&format!("{key}="))?;
-    line[at + key.len() + 1..]
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    line[at + key.len() + 1..].split_whitespace().next()?.parse().ok()
 }
 
 /// Starts `authgate run --config <config>` (the config must use `127.0.0.1:0` listeners and
