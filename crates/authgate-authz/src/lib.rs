@@ -229,10 +229,16 @@ impl ProviderClient {
                 let request = p.build_request(req)?;
                 let (parts, body) = request.into_parts();
                 // A `Full` body yields its bytes on the first poll.
-                let bytes = poll_once(body.collect()).and_then(Result::ok).map(|c| c.to_bytes()).unwrap_or_default();
+                let bytes = poll_once(body.collect())
+                    .and_then(Result::ok)
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
                 Ok(CheckPreview::Http(http::Request::from_parts(parts, bytes)))
             }
-            Transport::Grpc(p) => Ok(CheckPreview::Grpc(Box::new(check::build_check_request(req, p.body.as_ref())))),
+            Transport::Grpc(p) => Ok(CheckPreview::Grpc(Box::new(check::build_check_request(
+                req,
+                p.body.as_ref(),
+            )))),
         }
     }
 
@@ -308,4 +314,3 @@ impl fmt::Display for CheckPreview {
         }
     }
 }
-

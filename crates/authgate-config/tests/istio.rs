@@ -124,7 +124,9 @@ fn examples_work_through_parse_with_a_gateway_file() {
     assert_eq!(h.include_request_headers.len(), 1);
     assert_eq!(http.port, 8000);
     assert_eq!(config.policies.len(), 2);
-    assert_eq!(config.files.len(), 3, "{:?}", config.files);
+    // The three manifests plus their directory (watched so added files trigger a reload).
+    assert_eq!(config.files.len(), 4, "{:?}", config.files);
+    assert!(config.files.iter().any(|f| f.is_dir()), "{:?}", config.files);
     // The same through `include:` relative to the gateway file.
     let dir = TempDir::new("include");
     let main = dir.write(

@@ -223,7 +223,6 @@ async fn reload_under_load_via_sighup() {
     assert!(text.contains("authgate_config_reload_failed_total 10"), "{text}");
     assert_eq!(failed, 10.0, "{text}");
     assert!(ok >= 10.0, "{text}");
-    drop(file.dir.path());
 }
 
 // --- SIGTERM drain --------------------------------------------------------------------------
