@@ -106,20 +106,12 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
         let mut addrs = Vec::new();
-        for l in &listeners {
-            let tls = match &l.tls {
-                None => None,
-                Some(t) => Some(tokio_rustls::TlsAcceptor::from(
-                    crate::tls::server_config(t).map_err(|e| {
-                        io::Error::new(io::ErrorKind::InvalidInput, format!("listener {}: {e}", l.name))
-                    })?,
-                )),
-            };
+        for (index, l) in listeners.iter().enumerate() {
             let listener = TcpListener::bind(l.address)
                 .await
                 .map_err(|e| io::Error::new(e.kind(), format!("listener {} ({}): {e}", l.name, l.address)))?;
             addrs.push(listener.local_addr()?);
-            tasks.spawn(accept_loop(listener, tls, shared.clone(), shutdown.clone()));
+            tasks.spawn(accept_loop(listener, index, shared.clone(), shutdown.clone()));
         }
         let admin_addr = match admin {
             Some(a) => {
@@ -162,6 +154,19 @@ impl Gateway {
 
     /// Swaps in a new snapshot; requests in flight finish on the one they started with.
     pub fn reload(&self, mut snapshot: Snapshot) {
+        let current = self.shared.snapshot.load();
+        let bound = |c: &authgate_config::Config| {
+            c.listeners
+                .iter()
+                .map(|l| (l.name.clone(), l.address, l.tls.is_some()))
+                .collect::<Vec<_>>()
+        };
+        if bound(&current.config) != bound(&snapshot.config) || current.config.admin != snapshot.config.admin
+        {
+            // Sockets stay as bound at start; everything else (routes, policies, providers,
+            // backends, TLS-free settings) takes effect now.
+            tracing::warn!("listener or admin address changes take effect only after a restart");
+        }
         snapshot.attach_metrics(&self.shared.metrics);
         self.shared.snapshot.store(Arc::new(snapshot));
         self.shared.metrics.reload_ok.inc();
@@ -184,12 +189,7 @@ impl Gateway {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(listener: TcpListener, index: usize, shared: Arc<Shared>, shutdown: CancellationToken) {
     let connections = tokio_util::task::TaskTracker::new();
     let local = listener.local_addr().ok();
     loop {
@@ -209,7 +209,8 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok().or(local).unwrap_or(peer);
         let shared = shared.clone();
-        let tls = tls.clone();
+        // The current snapshot's certificates: reloads rotate them for new connections.
+        let tls = shared.snapshot.load().tls.get(index).cloned().flatten();
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             shared.metrics.cx_total.inc();

@@ -17,6 +17,9 @@ pub struct Snapshot {
     pub providers: Vec<Arc<ProviderClient>>,
     /// Index-aligned with `config.backends`.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// TLS acceptors, index-aligned with `config.listeners` (`None`: plain TCP). Built here so
+    /// a reload rotates certificates without touching the listening sockets.
+    pub tls: Vec<Option<tokio_rustls::TlsAcceptor>>,
     /// Metric handles, resolved when the snapshot is installed.
     pub metrics: SnapshotMetrics,
 }
@@ -25,6 +28,11 @@ pub struct Snapshot {
 pub enum SnapshotError {
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Policy(Vec<authgate_policy::PolicyError>),
+    #[error("listener {listener}: {source}")]
+    Tls {
+        listener: String,
+        source: crate::tls::TlsError,
+    },
     #[error(transparent)]
     Upstream(#[from] crate::upstream::UpstreamError),
     #[error("provider {name:?}: {message}")]
@@ -51,7 +59,22 @@ impl Snapshot {
             .iter()
             .map(|b| Upstream::new(b, &config.static_hosts).map(Arc::new))
             .collect::<Result<Vec<_>, _>>()?;
+        let tls = config
+            .listeners
+            .iter()
+            .map(|l| {
+                l.tls
+                    .as_ref()
+                    .map(|t| crate::tls::server_config(t).map(tokio_rustls::TlsAcceptor::from))
+                    .transpose()
+                    .map_err(|source| SnapshotError::Tls {
+                        listener: l.name.clone(),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            tls,
             config: Arc::new(config),
             policy,
             providers,
