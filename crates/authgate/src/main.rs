@@ -62,6 +62,9 @@ struct DemoArgs {
     /// Demo backend port.
     #[arg(long, default_value_t = 9080)]
     backend_port: u16,
+    /// Admin listener port on 127.0.0.1 (/ready, /stats/prometheus, /config_dump); 0 picks one.
+    #[arg(long, default_value_t = 15000)]
+    admin_port: u16,
 }
 
 impl Default for DemoArgs {
@@ -73,6 +76,7 @@ impl Default for DemoArgs {
             authz_http_port: 8000,
             authz_grpc_port: 9000,
             backend_port: 9080,
+            admin_port: 15000,
         }
     }
 }
@@ -252,6 +256,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             authgate_config::ProviderKind::Http(_) => args.authz_http_port,
         };
     }
+    config.admin = Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), args.admin_port));
     for b in &mut config.backends {
         for e in &mut b.endpoints {
             e.port = args.backend_port;
@@ -272,6 +277,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let snapshot = Snapshot::build(config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let gateway = Gateway::start(snapshot).await.context("starting the gateway")?;
     let addr = gateway.local_addrs().first().copied().context("no listener")?;
+    let admin = gateway
+        .admin_addr()
+        .map_or_else(|| "-".to_owned(), |a| a.to_string());
     let shown = if addr.ip().is_unspecified() {
         SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
     } else {
@@ -281,7 +289,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "\nauthgate demo: gateway on http://{shown} ({} provider protects /productpage)\n\n\
          Scenario 1, a path without authorization (expect 200):\n  curl -I http://{shown}/api/v1/products\n\n\
          Scenario 2, denied by the ext-authz service (expect 403, x-ext-authz-check-result: denied):\n  curl -I -H \"x-ext-authz: deny\" http://{shown}/productpage\n\n\
-         Scenario 3, allowed by the ext-authz service (expect 200):\n  curl -I -H \"x-ext-authz: allow\" http://{shown}/productpage\n",
+         Scenario 3, allowed by the ext-authz service (expect 200):\n  curl -I -H \"x-ext-authz: allow\" http://{shown}/productpage\n\n\
+         Admin: http://{admin}/stats/prometheus  http://{admin}/config_dump\n",
         match args.provider {
             ProviderChoice::Grpc => "gRPC",
             ProviderChoice::Http => "HTTP",
