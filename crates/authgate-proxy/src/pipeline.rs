@@ -102,7 +102,19 @@ async fn proxy(
     // From here on the authority lives only in `authority`: the check request carries it as
     // :authority / Host, and it is restored as Host just before forwarding.
     parts.headers.remove(header::HOST);
-    let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // Only origin-form and absolute-form targets name a path; authority-form (CONNECT's) is
+    // refused rather than read as "/".
+    let raw_target = match parts.uri.path_and_query() {
+        Some(p) if parts.method != http::Method::CONNECT => p.as_str(),
+        // `GET http://host HTTP/1.1`: absolute-form with an empty path means "/".
+        None if parts.uri.scheme().is_some() && parts.method != http::Method::CONNECT => "/",
+        _ => {
+            return Err(ProxyError::BadRequest {
+                reason: "request target is not a path".into(),
+                close: false,
+            });
+        }
+    };
     let target =
         normalize_path(raw_target, snap.config.path_normalization).map_err(|e| ProxyError::BadRequest {
             reason: e.to_string(),
@@ -114,6 +126,13 @@ async fn proxy(
     }
     // The connection manager's header mutations come before any filter, so the authorization
     // service sees them too (as with Envoy).
+    // Trusted hops count on X-Forwarded-For as received, before our own append (Envoy's
+    // xff_num_trusted_hops).
+    let remote_ip = client_ip_from_headers(
+        &parts.headers,
+        conn.peer.ip(),
+        snap.config.gateway.num_trusted_proxies,
+    );
     forwarded_headers(&mut parts.headers, conn, snap.config.gateway.num_trusted_proxies);
     let mut path_and_query = target.path_and_query().into_owned();
     log.set_request(&authority, &path_and_query, &parts.headers);
@@ -126,11 +145,6 @@ async fn proxy(
 
     // Authorize: CUSTOM providers in name order, then the local DENY/ALLOW decision.
     let tls = conn.tls.as_ref();
-    let remote_ip = client_ip_from_headers(
-        &parts.headers,
-        conn.peer.ip(),
-        snap.config.gateway.num_trusted_proxies,
-    );
     let verdict = snap.policy.evaluate(&RequestAttributes {
         method: parts.method.as_str(),
         path: &target.path,

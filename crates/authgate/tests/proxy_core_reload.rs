@@ -37,7 +37,12 @@ fn config(sample: &Sample, route: &str, valid: bool) -> String {
             ("route", route.to_owned()),
             (
                 "extra",
-                if valid { "" } else { "notAField: true   # unknown field: rejected" }.to_owned(),
+                if valid {
+                    ""
+                } else {
+                    "notAField: true   # unknown field: rejected"
+                }
+                .to_owned(),
             ),
         ],
     )
@@ -48,7 +53,7 @@ fn config(sample: &Sample, route: &str, valid: bool) -> String {
 /// touching the watched directory, so SIGHUP is the only reload trigger and reload counts are
 /// exact.
 struct ConfigFile {
-    dir: TempDir,
+    _dir: TempDir,
     real: std::path::PathBuf,
     link: std::path::PathBuf,
 }
@@ -65,7 +70,11 @@ impl ConfigFile {
         let link = link_dir.join("gateway.yaml");
         std::fs::write(&real, contents).unwrap_or_else(|e| panic!("write: {e}"));
         std::os::unix::fs::symlink(&real, &link).unwrap_or_else(|e| panic!("symlink: {e}"));
-        Self { dir, real, link }
+        Self {
+            _dir: dir,
+            real,
+            link,
+        }
     }
 
     fn write(&self, contents: &str) {
@@ -74,7 +83,9 @@ impl ConfigFile {
 }
 
 async fn stats(admin: SocketAddr) -> String {
-    get(admin, "/stats/prometheus", &[("host", "localhost")]).await.text()
+    get(admin, "/stats/prometheus", &[("host", "localhost")])
+        .await
+        .text()
 }
 
 fn reloads(text: &str) -> (f64, f64) {
@@ -112,7 +123,10 @@ impl Load {
 
     fn fail(&self, e: String) {
         self.failed.fetch_add(1, Ordering::SeqCst);
-        let mut errors = self.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut errors = self
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if errors.len() < 20 {
             errors.push(e);
         }
@@ -151,7 +165,10 @@ async fn reload_under_load_via_sighup() {
         let (load, done) = (load.clone(), done.clone());
         clients.push(tokio::spawn(async move {
             while !done.load(Ordering::SeqCst) {
-                load.record("fresh /api/v1/products", try_send(at, "GET", "/api/v1/products", &[], b"").await);
+                load.record(
+                    "fresh /api/v1/products",
+                    try_send(at, "GET", "/api/v1/products", &[], b"").await,
+                );
             }
         }));
     }
@@ -197,7 +214,12 @@ async fn reload_under_load_via_sighup() {
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        assert_eq!(seen.0 + seen.1, want, "reload {i} ({}) was not accounted for: {seen:?}", if valid { "valid" } else { "invalid" });
+        assert_eq!(
+            seen.0 + seen.1,
+            want,
+            "reload {i} ({}) was not accounted for: {seen:?}",
+            if valid { "valid" } else { "invalid" }
+        );
         if valid {
             last_valid = name;
         }
@@ -212,13 +234,23 @@ async fn reload_under_load_via_sighup() {
     }
     done.store(true, Ordering::SeqCst);
     for c in clients {
-        within("client loop", c).await.unwrap_or_else(|e| panic!("client: {e}"));
+        within("client loop", c)
+            .await
+            .unwrap_or_else(|e| panic!("client: {e}"));
     }
 
     let text = stats(admin).await;
     let (ok, failed) = reloads(&text);
-    let errors = load.errors.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-    assert_eq!(load.failed.load(Ordering::SeqCst), 0, "failed requests during reloads: {errors:#?}");
+    let errors = load
+        .errors
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert_eq!(
+        load.failed.load(Ordering::SeqCst),
+        0,
+        "failed requests during reloads: {errors:#?}"
+    );
     assert!(load.ok.load(Ordering::SeqCst) >= 20, "the load actually ran");
     assert!(text.contains("authgate_config_reload_failed_total 10"), "{text}");
     assert_eq!(failed, 10.0, "{text}");
@@ -271,7 +303,11 @@ async fn sigterm_drains_in_flight_requests() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let status = status.unwrap_or_else(|| panic!("authgate did not exit after draining"));
-    assert!(status.success(), "exit status {status}; stderr:\n{}", gw.stderr_text());
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        gw.stderr_text()
+    );
 }
 
 // --- Access log response flags --------------------------------------------------------------
@@ -294,7 +330,10 @@ async fn access_log_flags_upstream_failures() {
     let slow = recorder().await;
     let file = ConfigFile::new(
         "flags",
-        &render(FLAGS, &[("dead", dead.to_string()), ("slow", slow.addr.to_string())]),
+        &render(
+            FLAGS,
+            &[("dead", dead.to_string()), ("slow", slow.addr.to_string())],
+        ),
     );
     let gw = spawn_binary(&file.link, &[]);
 

@@ -25,8 +25,7 @@ listeners:
         - { certFile: "{{b_cert}}", keyFile: "{{b_key}}" }
       clientCaFile: "{{ca}}"
       requireClientCertificate: false
-  - name: plain
-    address: "127.0.0.1:0"
+{{more_listeners}}
 backends: [{ name: bookinfo, endpoints: ["{{backend}}"] }]
 routes: [{ name: all, backend: bookinfo }]
 extensionProviders:
@@ -51,13 +50,14 @@ impl Setup {
     fn tls(&self) -> std::net::SocketAddr {
         self.gw.local_addrs()[0]
     }
-
-    fn plain(&self) -> std::net::SocketAddr {
-        self.gw.local_addrs()[1]
-    }
 }
 
+/// Only the TLS listener; see `tls_and_plain_listeners_in_one_config` for two listeners.
 async fn setup(tag: &str) -> Setup {
+    setup_with(tag, "").await
+}
+
+async fn setup_with(tag: &str, more_listeners: &str) -> Setup {
     let sample = start_sample().await;
     let pki = Pki::new(tag);
     let (a_cert, a_key, a_der) = pki.server_cert("a", &["a.example.com"]);
@@ -74,10 +74,10 @@ async fn setup(tag: &str) -> Setup {
             ("backend", sample.backend.to_string()),
             ("gh", sample.authz_grpc.ip().to_string()),
             ("gp", sample.authz_grpc.port().to_string()),
+            ("more_listeners", more_listeners.to_owned()),
         ],
     )
     .await;
-    assert_eq!(gw.local_addrs().len(), 2, "two listeners");
     Setup {
         sample,
         pki,
@@ -273,13 +273,37 @@ async fn client_certificate_from_another_ca_is_never_a_principal() {
     s.gw.shutdown(Duration::from_secs(1)).await;
 }
 
+const PLAIN: &str = r#"
+listeners: [{ name: plain, address: "127.0.0.1:0" }]
+backends: [{ name: bookinfo, endpoints: ["{{backend}}"] }]
+routes: [{ name: all, backend: bookinfo }]
+extensionProviders:
+  - name: grpc
+    envoyExtAuthzGrpc: { service: "{{gh}}", port: {{gp}} }
+authorizationPolicies:
+  - name: ext-authz
+    action: CUSTOM
+    provider: { name: grpc }
+    rules: [{ to: [{ operation: { paths: ["/productpage", "/echo/*"] } }] }]
+"#;
+
 #[tokio::test]
 async fn client_sent_xfcc_never_reaches_the_backend() {
     let s = setup("xfcc").await;
+    let plain_gw = gateway(
+        PLAIN,
+        &[
+            ("backend", s.sample.backend.to_string()),
+            ("gh", s.sample.authz_grpc.ip().to_string()),
+            ("gp", s.sample.authz_grpc.port().to_string()),
+        ],
+    )
+    .await;
+    let plain = gw_addr(&plain_gw);
 
     // Plain listener.
     let r = get(
-        s.plain(),
+        plain,
         "/echo/plain",
         &[("x-ext-authz", "allow"), ("x-forwarded-client-cert", FORGED_XFCC)],
     )
@@ -289,12 +313,7 @@ async fn client_sent_xfcc_never_reaches_the_backend() {
     assert_eq!(echoed_header(&r, "x-forwarded-proto"), vec!["http".to_owned()]);
 
     // A forged header is no principal either: without x-ext-authz the sample denies.
-    let r = get(
-        s.plain(),
-        "/productpage",
-        &[("x-forwarded-client-cert", FORGED_XFCC)],
-    )
-    .await;
+    let r = get(plain, "/productpage", &[("x-forwarded-client-cert", FORGED_XFCC)]).await;
     assert_eq!(r.status, 403, "a forged XFCC must not authenticate sa/a");
 
     // TLS listener without a client certificate.
@@ -308,5 +327,21 @@ async fn client_sent_xfcc_never_reaches_the_backend() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(echoed_header(&r, "x-forwarded-client-cert"), Vec::<String>::new());
+    s.gw.shutdown(Duration::from_secs(1)).await;
+    plain_gw.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Several listeners per config, each on its own ephemeral port: TLS and plain side by side.
+#[tokio::test]
+async fn tls_and_plain_listeners_in_one_config() {
+    let s = setup_with("two-listeners", "  - name: plain\n    address: \"127.0.0.1:0\"\n").await;
+    let addrs = s.gw.local_addrs().to_vec();
+    assert_eq!(addrs.len(), 2, "two listeners");
+    assert_ne!(addrs[0], addrs[1]);
+    let r = tls_get(&s, "a.example.com", None, "/api/v1/products", &[]).await;
+    assert_eq!(r.status, 200);
+    let r = get(addrs[1], "/echo/plain", &[("x-ext-authz", "allow")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(echoed_header(&r, "x-forwarded-proto"), vec!["http".to_owned()]);
     s.gw.shutdown(Duration::from_secs(1)).await;
 }

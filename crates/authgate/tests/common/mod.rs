@@ -519,21 +519,78 @@ impl RawOutcome {
         String::from_utf8_lossy(&self.data).into_owned()
     }
 
-    /// Status codes of every HTTP/1.x response head in the stream, in order.
+    /// Status codes of every HTTP/1.x response in the stream, in order.
     pub fn statuses(&self) -> Vec<u16> {
-        let text = self.text();
+        self.responses().iter().map(|r| r.0).collect()
+    }
+
+    /// Every HTTP/1.x response in the stream: (status, head, body). Bodies are delimited by
+    /// Content-Length or chunked framing (else they run to the end of the stream).
+    pub fn responses(&self) -> Vec<(u16, String, Vec<u8>)> {
+        let data = &self.data;
         let mut out = Vec::new();
-        let mut rest = text.as_str();
-        while let Some(i) = rest.find("HTTP/1.") {
-            let at_line_start = i == 0 || rest[..i].ends_with('\n');
-            let tail = &rest[i..];
-            if at_line_start && let Some(code) = tail.get(9..12).and_then(|c| c.parse().ok()) {
-                out.push(code);
+        let mut pos = 0;
+        while pos < data.len() {
+            let Some(end) = find(&data[pos..], b"\r\n\r\n") else {
+                break;
+            };
+            let head = String::from_utf8_lossy(&data[pos..pos + end]).into_owned();
+            let Some(status) = head
+                .strip_prefix("HTTP/1.")
+                .and_then(|r| r.get(2..5))
+                .and_then(|c| c.parse::<u16>().ok())
+            else {
+                break;
+            };
+            let mut body_start = pos + end + 4;
+            let header = |name: &str| {
+                head.lines().skip(1).find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                })
+            };
+            let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+            let mut body = Vec::new();
+            if chunked {
+                loop {
+                    let Some(line_end) = find(&data[body_start..], b"\r\n") else {
+                        body_start = data.len();
+                        break;
+                    };
+                    let size_text =
+                        String::from_utf8_lossy(&data[body_start..body_start + line_end]).into_owned();
+                    let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                        .unwrap_or(0);
+                    body_start += line_end + 2;
+                    if size == 0 {
+                        // Trailers (none expected) then CRLF.
+                        body_start = match find(&data[body_start..], b"\r\n") {
+                            Some(i) => body_start + i + 2,
+                            None => data.len(),
+                        };
+                        break;
+                    }
+                    let stop = (body_start + size).min(data.len());
+                    body.extend_from_slice(&data[body_start..stop]);
+                    body_start = (stop + 2).min(data.len());
+                }
+            } else if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+                let stop = (body_start + n).min(data.len());
+                body.extend_from_slice(&data[body_start..stop]);
+                body_start = stop;
+            } else if !(status < 200 || status == 204 || status == 304) {
+                body.extend_from_slice(&data[body_start..]);
+                body_start = data.len();
             }
-            rest = &rest[i + 7..];
+            out.push((status, head, body));
+            pos = body_start;
         }
         out
     }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Writes `bytes` on a fresh connection (from a separate task, ignoring write errors: the
@@ -889,4 +946,83 @@ pub fn spawn_binary(config: &Path, extra: &[&str]) -> Child {
     child.listen = listen.unwrap_or(child.listen);
     child.admin = admin.unwrap_or(child.admin);
     child
+}
+
+// --- Raw HTTP/1.1 requests (policy_e2e) --------------------------------------------------------
+
+/// A response read off a raw connection by [`raw_request`].
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// Header names lower-cased, in order, values as text.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Writes `bytes` (one complete HTTP/1.1 request, sent byte for byte: the request target is
+/// never normalized by a client library) on a fresh connection and parses the one response.
+/// The request should carry `Connection: close`; the body is read by Content-Length, chunked
+/// framing, or until the server closes.
+pub async fn raw_request(to: SocketAddr, bytes: &[u8]) -> RawResponse {
+    let out = raw_exchange(to, bytes.to_vec()).await;
+    let data = out.data;
+    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+        panic!(
+            "no complete response head from {to} (closed: {}): {:?}",
+            out.closed,
+            String::from_utf8_lossy(&data)
+        );
+    };
+    let head = String::from_utf8_lossy(&data[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let rest = &data[end + 4..];
+    let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let body = if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        rest[..len.min(rest.len())].to_vec()
+    } else if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+        let mut body = Vec::new();
+        let mut at = 0;
+        while let Some(nl) = rest[at..].windows(2).position(|w| w == b"\r\n") {
+            let size_text = String::from_utf8_lossy(&rest[at..at + nl]).into_owned();
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+            at += nl + 2;
+            if size == 0 || at + size > rest.len() {
+                break;
+            }
+            body.extend_from_slice(&rest[at..at + size]);
+            at += size + 2;
+        }
+        body
+    } else {
+        rest.to_vec()
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
 }
