@@ -233,7 +233,9 @@ impl ProviderClient {
                     .and_then(Result::ok)
                     .map(|c| c.to_bytes())
                     .unwrap_or_default();
-                Ok(CheckPreview::Http(http::Request::from_parts(parts, bytes)))
+                Ok(CheckPreview::Http(Box::new(http::Request::from_parts(
+                    parts, bytes,
+                ))))
             }
             Transport::Grpc(p) => Ok(CheckPreview::Grpc(Box::new(check::build_check_request(
                 req,
@@ -288,7 +290,7 @@ fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
 /// The check request a provider would send, built without sending it (`authgate explain`).
 #[derive(Debug)]
 pub enum CheckPreview {
-    Http(http::Request<bytes::Bytes>),
+    Http(Box<http::Request<bytes::Bytes>>),
     Grpc(Box<authgate_proto::auth::CheckRequest>),
 }
 

@@ -156,7 +156,7 @@ pub fn normalize_path(raw_target: &str, cfg: PathNormalization) -> Result<Normal
         }
     }
     // 3. `;params` removed from every segment (RFC 3986 §3.3; what servlet containers do
-    //    before routing, and what Envoy does since CVE-2026-73511), before dot segments so
+    //    before routing, unlike Envoy 1.40, which keeps them), before dot segments so
     //    that `..;x` is resolved like `..`.
     let path = strip_segment_params(&out);
     // 4. Dot segments.

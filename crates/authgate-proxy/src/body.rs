@@ -75,14 +75,31 @@ where
 
     fn size_hint(&self) -> SizeHint {
         let prefix = self.prefix.as_ref().map_or(0, |p| p.len() as u64);
-        let mut hint = self
+        let rest = self
             .rest
             .as_ref()
             .map_or_else(|| SizeHint::with_exact(0), Body::size_hint);
-        hint.set_lower(hint.lower() + prefix);
-        if let Some(upper) = hint.upper() {
-            hint.set_upper(upper + prefix);
+        // Raise the upper bound first: `set_lower` panics if it would exceed the upper one.
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper.saturating_add(prefix));
         }
+        hint.set_lower(rest.lower().saturating_add(prefix));
         hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_size_hint_with_nothing_left() {
+        let body: Replay<http_body_util::Empty<Bytes>> = Replay::new(Bytes::from_static(b"hello"), None);
+        let hint = body.size_hint();
+        assert_eq!((hint.lower(), hint.upper()), (5, Some(5)));
+        let rest = http_body_util::Full::new(Bytes::from_static(b"abc"));
+        let body = Replay::new(Bytes::from_static(b"hello"), Some(rest));
+        assert_eq!(body.size_hint().exact(), Some(8));
     }
 }

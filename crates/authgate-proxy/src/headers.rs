@@ -4,12 +4,12 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::error::ProxyError;
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies know).
-const HOP_BY_HOP: [&str; 8] = [
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies know). `te` is handled
+/// apart: `te: trailers` passes, as Envoy lets it (gRPC needs it end to end).
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
-    "te",
     "transfer-encoding",
     "upgrade",
     "proxy-authenticate",
@@ -35,10 +35,10 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
             return bad("transfer-encoding other than exactly chunked");
         }
     }
-    if let Some(first) = cls.next() {
-        if cls.any(|v| v != first) || first.as_bytes().contains(&b',') {
-            return bad("conflicting content-length values");
-        }
+    if let Some(first) = cls.next()
+        && (cls.any(|v| v != first) || first.as_bytes().contains(&b','))
+    {
+        return bad("conflicting content-length values");
     }
     Ok(())
 }
@@ -61,6 +61,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+    let te_trailers_only = {
+        let mut te = headers.get_all(header::TE).iter();
+        matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    };
+    if !te_trailers_only {
+        headers.remove(header::TE);
+    }
 }
 
 /// The client is a gRPC client when its content-type says so; local replies then use
@@ -71,13 +78,18 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// Whether this is an HTTP/1.1 Upgrade (WebSocket) request.
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+/// For an HTTP/1.1 Upgrade (WebSocket) request: the `Connection` value to keep (the client's
+/// own spelling of the `upgrade` token) and the `Upgrade` header.
+pub fn upgrade_tokens(headers: &HeaderMap) -> Option<(HeaderValue, HeaderValue)> {
+    let proto = headers.get(header::UPGRADE)?.clone();
+    let token = headers
+        .get(header::CONNECTION)?
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(str::trim)
+        .find(|t| t.eq_ignore_ascii_case("upgrade"))?;
+    Some((HeaderValue::from_str(token).ok()?, proto))
 }
 
 #[cfg(test)]
@@ -103,6 +115,16 @@ mod tests {
         assert!(h.get("x-secret").is_none());
         assert!(h.get("connection").is_none());
         assert_eq!(h.get("x-keep").map(HeaderValue::as_bytes), Some(&b"2"[..]));
+    }
+
+    #[test]
+    fn te_trailers_survives_other_te_does_not() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get("te").map(HeaderValue::as_bytes), Some(&b"trailers"[..]));
+        let mut h = map(&[("te", "gzip, trailers")]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("te").is_none());
     }
 
     #[test]

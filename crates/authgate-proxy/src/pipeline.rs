@@ -94,10 +94,13 @@ async fn proxy(
             close: false,
         });
     }
-    let upgrade = headers::is_upgrade(&parts.headers)
-        .then(|| parts.headers.get(header::UPGRADE).cloned())
-        .flatten();
+    let upgrade = headers::upgrade_tokens(&parts.headers);
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some((connection, proto)) = &upgrade {
+        // An upgrade keeps its Connection/Upgrade pair, for the check and the backend alike.
+        parts.headers.insert(header::CONNECTION, connection.clone());
+        parts.headers.insert(header::UPGRADE, proto.clone());
+    }
     let authority = request_authority(&parts)?;
     // From here on the authority lives only in `authority`: the check request carries it as
     // :authority / Host, and it is restored as Host just before forwarding.
@@ -121,7 +124,10 @@ async fn proxy(
             close: false,
         })?;
     let (host, _) = normalize_host(&authority);
-    if !parts.headers.contains_key("x-request-id") {
+    // An edge gateway does not let external clients pick the request id that logs, the
+    // authorization service and backends correlate on (Envoy with Istio's settings regenerates
+    // it); behind trusted proxies the front proxy's id is kept.
+    if snap.config.gateway.num_trusted_proxies == 0 || !parts.headers.contains_key("x-request-id") {
         parts.headers.insert("x-request-id", shared.request_id());
     }
     // The connection manager's header mutations come before any filter, so the authorization
@@ -271,12 +277,6 @@ async fn proxy(
     if !h2_upstream {
         parts.headers.insert(header::HOST, host);
     }
-    if let Some(proto) = &upgrade {
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        parts.headers.insert(header::UPGRADE, proto.clone());
-    }
     let client_upgrade = upgrade
         .as_ref()
         .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -417,8 +417,10 @@ async fn buffer_for_check(
     if partial && !allow_partial {
         return Err(ProxyError::PayloadTooLarge);
     }
+    // The whole buffer: the provider sends the first maxRequestBytes and reports the buffered
+    // size, as Envoy does.
     let check = BufferedBody {
-        bytes: all.slice(..all.len().min(max)),
+        bytes: all.clone(),
         partial,
     };
     let rest = if ended { None } else { Some(body) };

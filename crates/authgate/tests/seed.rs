@@ -250,3 +250,32 @@ async fn no_route_is_404_without_a_check() {
     assert_eq!(r.status, 404);
     assert_eq!(checks(&sample), 0);
 }
+
+#[tokio::test]
+async fn buffered_body_is_checked_and_forwarded_whole() {
+    let sample = start_sample().await;
+    let gw = gateway(
+        "listeners: [{address: \"127.0.0.1:0\"}]\nbackends: [{name: b, endpoints: [\"{{b}}\"]}]\nroutes: [{backend: b}]\nextensionProviders: [{name: g, envoyExtAuthzGrpc: {service: \"{{g}}\", port: {{gp}}, includeRequestBodyInCheck: {maxRequestBytes: 8, allowPartialMessage: true}}}]\nauthorizationPolicies: [{name: all, action: CUSTOM, provider: {name: g}, rules: [{}]}]\n",
+        &[
+            ("b", sample.backend.to_string()),
+            ("g", sample.authz_grpc.ip().to_string()),
+            ("gp", sample.authz_grpc.port().to_string()),
+        ],
+    )
+    .await;
+    for body in [&b"tiny"[..], b"0123456789abcdef0123456789"] {
+        let r = send(
+            gw_addr(&gw),
+            "POST",
+            "/echo/body",
+            &[("x-ext-authz", "allow")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json().get("body_len").and_then(serde_json::Value::as_u64),
+            Some(body.len() as u64)
+        );
+    }
+}
