@@ -21,10 +21,11 @@ pub struct LogEntry {
     path: String,
     request_id: String,
     user_agent: String,
-    pub route: Option<String>,
+    enabled: bool,
     pub route_index: Option<usize>,
     pub backend_index: Option<usize>,
-    pub upstream: Option<String>,
+    /// The request was sent to the backend.
+    pub forwarded: bool,
     pub upstream_time: Option<Duration>,
     /// (provider index, latency, outcome word)
     authz: Vec<(usize, Duration, &'static str)>,
@@ -36,25 +37,31 @@ pub struct LogEntry {
 }
 
 impl LogEntry {
-    pub fn start<B>(req: &Request<B>, conn: &ConnInfo, stream_id: u64) -> Self {
+    /// `enabled`: whether a log line will be written; without one, only what metrics need is
+    /// kept (no string copies on the hot path).
+    pub fn start<B>(req: &Request<B>, conn: &ConnInfo, stream_id: u64, enabled: bool) -> Self {
         Self {
+            enabled,
             started: Instant::now(),
             start_time: SystemTime::now(),
             stream_id,
-            method: req.method().as_str().to_owned(),
+            method: if enabled {
+                req.method().as_str().to_owned()
+            } else {
+                String::new()
+            },
             protocol: protocol(req.version()),
             peer: conn.peer,
             authority: String::new(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map_or_else(String::new, |p| p.as_str().to_owned()),
+            path: match req.uri().path_and_query() {
+                Some(p) if enabled => p.as_str().to_owned(),
+                _ => String::new(),
+            },
             request_id: String::new(),
             user_agent: String::new(),
-            route: None,
             route_index: None,
             backend_index: None,
-            upstream: None,
+            forwarded: false,
             upstream_time: None,
             authz: Vec::new(),
             audit: false,
@@ -66,6 +73,9 @@ impl LogEntry {
     }
 
     pub fn set_request(&mut self, authority: &str, path: &str, headers: &HeaderMap) {
+        if !self.enabled {
+            return;
+        }
         authority.clone_into(&mut self.authority);
         path.clone_into(&mut self.path);
         let get = |n: &str| {
@@ -92,7 +102,9 @@ impl LogEntry {
 
     pub fn fail(&mut self, err: &ProxyError, _snap: &Snapshot) {
         self.flag = err.response_flag();
-        self.detail = err.detail();
+        if self.enabled {
+            self.detail = err.detail();
+        }
     }
 
     pub fn finish<B>(&mut self, resp: &Response<B>) {
@@ -112,8 +124,17 @@ impl LogEntry {
         self.duration
     }
 
-    pub fn route_name(&self) -> &str {
-        self.route.as_deref().unwrap_or("-")
+    pub fn route_name<'s>(&self, snap: &'s Snapshot) -> &'s str {
+        self.route_index
+            .and_then(|i| snap.config.routes.get(i))
+            .map_or("-", |r| r.name.as_str())
+    }
+
+    fn upstream_name<'s>(&self, snap: &'s Snapshot) -> Option<&'s str> {
+        self.backend_index
+            .filter(|_| self.forwarded)
+            .and_then(|i| snap.config.backends.get(i))
+            .map(|b| b.name.as_str())
     }
 
     pub fn authz_outcomes(&self) -> impl Iterator<Item = &(usize, Duration, &'static str)> {
@@ -158,8 +179,8 @@ impl LogEntry {
             self.user_agent,
             self.request_id,
             self.authority,
-            self.route_name(),
-            self.upstream.as_deref().unwrap_or("-"),
+            self.route_name(snap),
+            self.upstream_name(snap).unwrap_or("-"),
             decision,
             providers,
             authz_ms,
@@ -184,8 +205,8 @@ impl LogEntry {
             "user_agent": q(&self.user_agent),
             "request_id": q(&self.request_id),
             "authority": q(&self.authority),
-            "route": self.route_name(),
-            "upstream_cluster": self.upstream,
+            "route": self.route_name(snap),
+            "upstream_cluster": self.upstream_name(snap),
             "authz_decision": decision,
             "authz_provider": providers,
             "authz_ms": authz_ms,
@@ -240,5 +261,48 @@ mod tests {
     fn dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));
         assert_eq!(super::civil_from_days(20_790), (2026, 12, 3));
+    }
+}
+
+/// Writes access-log lines to stdout from a thread of its own, in batches: the request path
+/// only formats the line and hands it over (no syscall, no stdout lock). When stdout cannot
+/// keep up, lines are dropped and counted rather than buffered without bound.
+pub struct LogSink {
+    tx: std::sync::mpsc::SyncSender<String>,
+    pub dropped: std::sync::atomic::AtomicU64,
+}
+
+const LOG_QUEUE: usize = 16 * 1024;
+
+impl LogSink {
+    pub fn stdout() -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(LOG_QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("authgate-access-log".into())
+            .spawn(move || {
+                use std::io::Write as _;
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
+                while let Ok(line) = rx.recv() {
+                    let _ = writeln!(out, "{line}");
+                    while let Ok(more) = rx.try_recv() {
+                        let _ = writeln!(out, "{more}");
+                    }
+                    let _ = out.flush();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "access log thread failed to start; access log disabled");
+        }
+        Self {
+            tx,
+            dropped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    pub fn write(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }

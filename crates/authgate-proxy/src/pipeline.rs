@@ -51,7 +51,8 @@ pub async fn handle(
     let snap = shared.snapshot.load_full();
     let stream_id = shared.next_stream_id();
     let grpc_client = headers::is_grpc(req.headers());
-    let mut log = LogEntry::start(&req, &conn, stream_id);
+    let logging = snap.config.access_log != authgate_config::AccessLogFormat::Off;
+    let mut log = LogEntry::start(&req, &conn, stream_id, logging);
     let response = match proxy(req, &conn, &snap, &shared, stream_id, &mut log).await {
         Ok(resp) => resp,
         Err(err) => {
@@ -145,7 +146,6 @@ async fn proxy(
 
     // Route: no route, no authorization call (Envoy skips ext_authz without a route).
     let (route_index, route) = snap.route(&host, &target.path).ok_or(ProxyError::NoRoute)?;
-    log.route = Some(route.name.clone());
     log.route_index = Some(route_index);
     log.backend_index = Some(route.backend);
 
@@ -251,7 +251,7 @@ async fn proxy(
         .ok_or_else(|| ProxyError::UpstreamUnavailable {
             reason: "backend missing".into(),
         })?;
-    log.upstream = Some(upstream.name.clone());
+    log.forwarded = true;
     let endpoint = upstream.pick();
     parts.uri = endpoint
         .uri(&path_and_query)

@@ -32,6 +32,7 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Set once shutdown starts: `/ready` then answers 503.
     pub draining: std::sync::atomic::AtomicBool,
+    access_log: crate::access_log::LogSink,
     stream_ids: AtomicU64,
     request_id_seed: u64,
 }
@@ -65,7 +66,7 @@ impl Shared {
             AccessLogFormat::Text => entry.text(snap),
             AccessLogFormat::Json => entry.json(snap),
         };
-        println!("{line}");
+        self.access_log.write(line);
     }
 }
 
@@ -100,6 +101,7 @@ impl Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             metrics,
             draining: std::sync::atomic::AtomicBool::new(false),
+            access_log: crate::access_log::LogSink::stdout(),
             stream_ids: AtomicU64::new(1),
             request_id_seed: seed,
         });
