@@ -51,17 +51,14 @@ pub async fn run(config: PathBuf, istio: Vec<PathBuf>, drain: Duration) -> anyho
 }
 
 /// Watches the directories holding the configuration files (editors replace files by rename,
-/// which a watch on the file itself would miss) and signals on any change to one of them.
+/// which a watch on the file itself would miss) and signals on any change in them.
 fn watch(files: &[PathBuf], istio: &[PathBuf], tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     let targets: Vec<PathBuf> = files.iter().chain(istio).map(|p| absolute(p)).collect();
-    let interesting = targets.clone();
+    // Any change in a watched directory counts: Kubernetes updates mounted ConfigMaps by swapping
+    // a `..data` symlink, which never names the file itself. A spurious reload is harmless.
     let handler = move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event
             && !event.kind.is_access()
-            && event
-                .paths
-                .iter()
-                .any(|p| interesting.iter().any(|t| p.starts_with(t) || t.starts_with(p)))
         {
             let _ = tx.try_send(());
         }

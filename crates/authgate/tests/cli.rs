@@ -142,3 +142,49 @@ async fn demo_serves_the_seed_grpc() {
 async fn demo_serves_the_seed_http() {
     demo("http").await;
 }
+
+/// The Kubernetes example mounts a gateway file and Istio objects from ConfigMaps; both must
+/// validate as they are written there.
+#[test]
+fn kubernetes_example_configmaps_validate() {
+    let manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/kubernetes/authgate.yaml"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    // The literal block under `  <key>: |`, de-indented.
+    let block = |key: &str| -> String {
+        let start = manifest
+            .find(&format!("  {key}: |\n"))
+            .unwrap_or_else(|| panic!("no {key}"))
+            + key.len()
+            + 6;
+        manifest[start..]
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .map(|l| l.get(4..).unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let dir = std::env::temp_dir().join(format!("authgate-k8s-{}", std::process::id()));
+    let istio = dir.join("istio");
+    std::fs::create_dir_all(&istio).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.join("gateway.yaml"), block("gateway.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(istio.join("mesh.yaml"), block("mesh.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(istio.join("policy.yaml"), block("policy.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(BIN)
+        .args(["validate", "--config"])
+        .arg(dir.join("gateway.yaml"))
+        .arg("--istio")
+        .arg(&istio)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("1 providers, 1 policies"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
