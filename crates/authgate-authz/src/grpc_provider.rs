@@ -4,23 +4,21 @@
 use std::time::Duration;
 
 use authgate_config::BodySettings;
-use authgate_proto::auth::authorization_client::AuthorizationClient;
 use authgate_proto::auth::{CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response};
 use authgate_proto::core::HeaderValueOption;
 use authgate_proto::core::header_value_option::HeaderAppendAction;
 use http::StatusCode;
 use http::header::{HOST, HeaderName, HeaderValue};
-use tonic::transport::{Channel, Endpoint};
 
 use crate::check::{CheckRequestParts, build_check_request};
+use crate::h2_channel::H2Channel;
 use crate::http_provider::is_hop_or_framing;
 use crate::local_response::LocalResponse;
 use crate::mutation::{AllowMutations, HeaderAction, HeaderMutation, RequestMutation, ResponseMutation};
-use crate::resolve::connector;
 use crate::{BuildError, CheckError, Decision};
 
 pub(crate) struct GrpcProvider {
-    client: AuthorizationClient<Channel>,
+    channel: H2Channel,
     pub(crate) body: Option<BodySettings>,
     timeout: Duration,
 }
@@ -40,34 +38,22 @@ impl GrpcProvider {
             target: origin.to_owned(),
             reason,
         };
-        let endpoint = Endpoint::from_shared(origin.to_owned()).map_err(|e| bad(e.to_string()))?;
-        let authority_uri: http::Uri = format!("http://{authority}")
+        let target = origin.strip_prefix("http://").unwrap_or(origin).to_owned();
+        let uri: http::Uri = format!("http://{authority}{}", authgate_proto::CHECK_PATH)
             .parse()
             .map_err(|e: http::uri::InvalidUri| bad(format!("authority {authority:?}: {e}")))?;
-        let endpoint = endpoint
-            .origin(authority_uri)
-            // Checks are latency-sensitive: keep the connection warm and detect dead peers.
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let channel = endpoint.connect_with_connector_lazy(connector());
         Ok(Self {
-            // Deny bodies can be large HTML pages; don't let tonic's 4 MiB default be the limit
-            // that turns a deny into an error.
-            client: AuthorizationClient::new(channel).max_decoding_message_size(16 << 20),
+            channel: H2Channel::new(target, uri),
             body,
             timeout,
         })
     }
 
     pub(crate) async fn check(&self, parts: &CheckRequestParts<'_>) -> Decision {
-        let mut request = tonic::Request::new(build_check_request(parts, self.body.as_ref()));
-        if !self.timeout.is_zero() {
-            // Sent as `grpc-timeout`, as Envoy does; the caller enforces it locally too.
-            request.set_timeout(self.timeout);
-        }
-        match self.client.clone().check(request).await {
-            Ok(response) => decide(response.into_inner()),
-            Err(status) => Decision::Error(CheckError::Rpc(status.code(), status.message().to_owned())),
+        let request = build_check_request(parts, self.body.as_ref());
+        match self.channel.unary::<CheckResponse>(&request, self.timeout).await {
+            Ok(response) => decide(response),
+            Err(e) => Decision::Error(e),
         }
     }
 }

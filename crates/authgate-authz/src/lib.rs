@@ -14,6 +14,7 @@
 mod check;
 mod format;
 mod grpc_provider;
+mod h2_channel;
 mod http_provider;
 mod local_response;
 mod mutation;

@@ -202,7 +202,8 @@ fn listeners(
             );
             continue;
         };
-        if out.iter().any(|o| o.address == address) {
+        // Port 0 asks the kernel for a free port: never a clash.
+        if address.port() != 0 && out.iter().any(|o| o.address == address) {
             issues.push(
                 line(l),
                 format!("{field}.address"),

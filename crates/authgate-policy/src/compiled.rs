@@ -17,6 +17,7 @@ use crate::matcher::{
 pub(crate) struct Req<'a> {
     pub method: &'a str,
     pub path: &'a str,
+    pub path_and_query: &'a str,
     pub raw_authority: &'a str,
     pub authority: Authority<'a>,
     pub port: u16,
@@ -33,6 +34,7 @@ impl<'a> Req<'a> {
         Self {
             method: r.method,
             path: r.path,
+            path_and_query: r.path_and_query,
             raw_authority: r.authority,
             authority: Authority::new(r.authority),
             port: r.port,
@@ -102,7 +104,7 @@ impl Attr {
                 match src {
                     HeaderSource::Name(n) => r.headers.get_all(n).iter().any(|v| one(v.as_bytes())),
                     HeaderSource::Method => one(r.method.as_bytes()),
-                    HeaderSource::Path => !r.path.is_empty() && one(r.path.as_bytes()),
+                    HeaderSource::Path => !r.path_and_query.is_empty() && one(r.path_and_query.as_bytes()),
                     HeaderSource::Authority => !r.raw_authority.is_empty() && one(r.raw_authority.as_bytes()),
                 }
             }
@@ -143,7 +145,7 @@ impl Attr {
                     }
                 }
                 HeaderSource::Method => format!(":method {:?}", r.method),
-                HeaderSource::Path => format!(":path {:?}", r.path),
+                HeaderSource::Path => format!(":path {:?}", r.path_and_query),
                 HeaderSource::Authority => format!(":authority {:?}", r.raw_authority),
             },
             Self::Sni(_) => match r.sni {

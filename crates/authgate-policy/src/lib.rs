@@ -73,6 +73,9 @@ pub struct RequestAttributes<'a> {
     pub method: &'a str,
     /// Already normalized ([`normalize_path`]), no query, no fragment.
     pub path: &'a str,
+    /// `:path` as Envoy holds it: the normalized path with its query (`request.headers[:path]`
+    /// conditions read this).
+    pub path_and_query: &'a str,
     /// `:authority` as sent. `hosts` compare case-insensitively, port included as Istio does
     /// (`example.com` does not match `example.com:8080`); one trailing dot of the host part is
     /// ignored before comparing.

@@ -47,17 +47,18 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
 /// thereby drop only headers it sent itself: the gateway adds its own and the authz service's
 /// headers after this runs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if let Some(conn) = headers.get(header::CONNECTION) {
-        let nominated: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in nominated {
-            headers.remove(name);
-        }
+    // Every Connection line counts, not only the first.
+    let nominated: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in nominated {
+        headers.remove(name);
     }
+    headers.remove("http2-settings");
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
@@ -68,6 +69,57 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !te_trailers_only {
         headers.remove(header::TE);
     }
+}
+
+/// Envoy's own request headers, which it removes from external requests on receipt
+/// (`cleanInternalRequestHeaders`), so a client can neither steer retries and timeouts nor pose
+/// as an internal caller or another service.
+const ENVOY_INTERNAL: [&str; 18] = [
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-external-address",
+    "x-envoy-force-trace",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-internal",
+    "x-envoy-ip-tags",
+    "x-envoy-max-retries",
+    "x-envoy-original-path",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-retry-on",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-ms",
+];
+
+pub fn strip_internal(headers: &mut HeaderMap) {
+    for name in ENVOY_INTERNAL {
+        headers.remove(name);
+    }
+}
+
+/// Several `cookie` fields (HTTP/2 splits them, RFC 9113 §8.2.3) become one, joined with `; `,
+/// so cookie parsers downstream read every cookie.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+pub fn is_websocket(proto: &HeaderValue) -> bool {
+    proto.as_bytes().eq_ignore_ascii_case(b"websocket")
 }
 
 /// The client is a gRPC client when its content-type says so; local replies then use

@@ -5,6 +5,7 @@ mod access_log;
 mod admin;
 mod body;
 mod error;
+mod framing;
 mod headers;
 mod metrics;
 mod pipeline;

@@ -25,6 +25,8 @@ use crate::snapshot::Snapshot;
 /// Facts about the downstream connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
+    /// Raised by the read-side framing guard (HTTP/1 only): see `framing.rs`.
+    pub framing_violation: Arc<std::sync::atomic::AtomicBool>,
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub scheme: &'static str,
@@ -87,6 +89,12 @@ async fn proxy(
 
     // Receive: framing guards, hop-by-hop hygiene, one authority, one normalized path.
     headers::check_framing(&parts.headers)?;
+    if parts.version < Version::HTTP_2 && conn.framing_violation.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ProxyError::BadRequest {
+            reason: "both content-length and transfer-encoding".into(),
+            close: true,
+        });
+    }
     // Methods are case-sensitive tokens; a lower-case `get` must not slip past a `methods:
     // ["GET"]` rule while a lenient backend treats it as GET (Istio's normalization guidance).
     if parts.method.as_str().bytes().any(|b| b.is_ascii_lowercase()) {
@@ -95,8 +103,16 @@ async fn proxy(
             close: false,
         });
     }
-    let upgrade = headers::upgrade_tokens(&parts.headers);
+    // Only WebSocket upgrades are tunnelled (Istio configures no other upgrade type); any
+    // other `Upgrade` (h2c included) is stripped below and the request proxied as a plain one.
+    let upgrade = headers::upgrade_tokens(&parts.headers).filter(|(_, proto)| headers::is_websocket(proto));
     headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_internal(&mut parts.headers);
+    if parts.version == Version::HTTP_2 {
+        // RFC 9113 §8.2.3: HTTP/2 may split `cookie`; it is one field again before anything
+        // reads it (Envoy does the same; HTTP/1 requests are left as sent).
+        headers::join_cookies(&mut parts.headers);
+    }
     if let Some((connection, proto)) = &upgrade {
         // An upgrade keeps its Connection/Upgrade pair, for the check and the backend alike.
         parts.headers.insert(header::CONNECTION, connection.clone());
@@ -154,6 +170,7 @@ async fn proxy(
     let verdict = snap.policy.evaluate(&RequestAttributes {
         method: parts.method.as_str(),
         path: &target.path,
+        path_and_query: &path_and_query,
         authority: &authority,
         port: conn.local.port(),
         source_ip: conn.peer.ip(),
@@ -165,6 +182,7 @@ async fn proxy(
     });
     log.audit = verdict.audit;
 
+    let mut mutated = false;
     let mut body: Option<ProxyBody> = Some(body::boxed(body));
     let mut buffered: Option<BufferedBody> = None;
     let mut response_mutations: Vec<ResponseMutation> = Vec::new();
@@ -208,6 +226,7 @@ async fn proxy(
         log.authz(index, started.elapsed(), &decision);
         match decision {
             Decision::Allow(m) => {
+                mutated |= !m.request.is_empty();
                 m.request.apply(&mut parts.headers, &mut path_and_query);
                 if let Some(method) = m.request.method {
                     parts.method = method;
@@ -238,7 +257,34 @@ async fn proxy(
             }
         }
     }
-    if let LocalDecision::Deny { policy, .. } = &verdict.local {
+    // DENY and ALLOW policies come after CUSTOM (Istio's filter order), so they judge the
+    // request as the authorization service left it, not the client's original headers.
+    let local = if mutated {
+        let path = path_and_query.split(['?', '#']).next().unwrap_or("/");
+        let authority = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(&authority);
+        snap.policy
+            .evaluate(&RequestAttributes {
+                method: parts.method.as_str(),
+                path,
+                path_and_query: &path_and_query,
+                authority,
+                port: conn.local.port(),
+                source_ip: conn.peer.ip(),
+                remote_ip,
+                destination_ip: conn.local.ip(),
+                headers: &parts.headers,
+                sni: tls.and_then(|t| t.sni.as_deref()),
+                principal: tls.and_then(|t| t.principal.as_deref()),
+            })
+            .local
+    } else {
+        verdict.local
+    };
+    if let LocalDecision::Deny { policy, .. } = &local {
         return Err(ProxyError::RbacDenied {
             policy: policy.as_deref().unwrap_or("none").to_owned(),
         });
@@ -327,6 +373,18 @@ async fn proxy(
 /// The one authority routing, policy, authorization and the upstream all use: the absolute-form
 /// target's when present (RFC 9112 §3.2.2 says it replaces Host), else `:authority`/Host.
 fn request_authority(parts: &http::request::Parts) -> Result<String, ProxyError> {
+    let authority = request_authority_raw(parts)?;
+    // One grammar for every source: no userinfo (`x@admin.example.com`), no spaces or slashes.
+    match authority.parse::<http::uri::Authority>() {
+        Ok(a) if !a.as_str().contains('@') && !a.host().is_empty() => Ok(authority),
+        _ => Err(ProxyError::BadRequest {
+            reason: format!("invalid authority {authority:?}"),
+            close: false,
+        }),
+    }
+}
+
+fn request_authority_raw(parts: &http::request::Parts) -> Result<String, ProxyError> {
     if let Some(a) = parts.uri.authority() {
         return Ok(a.as_str().to_owned());
     }
@@ -357,10 +415,17 @@ fn request_authority(parts: &http::request::Parts) -> Result<String, ProxyError>
 /// (`numTrustedProxies` > 0); `x-forwarded-client-cert` only ever comes from our own TLS.
 fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32) {
     let peer = conn.peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev},{peer}"),
-        _ => peer,
-    };
+    // Every X-Forwarded-For line, in order, then the peer.
+    let mut xff = String::new();
+    for line in h.get_all("x-forwarded-for") {
+        if let Ok(v) = line.to_str()
+            && !v.trim().is_empty()
+        {
+            xff.push_str(v.trim());
+            xff.push(',');
+        }
+    }
+    xff.push_str(&peer);
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
     }

@@ -193,6 +193,17 @@ impl Gateway {
 
 async fn accept_loop(listener: TcpListener, index: usize, shared: Arc<Shared>, shutdown: CancellationToken) {
     let connections = tokio_util::task::TaskTracker::new();
+    // What this socket was bound as; reloads are matched to it by name and address, never by
+    // position in the listener list.
+    let (spec, initial_tls) = {
+        let snap = shared.snapshot.load();
+        let spec = snap
+            .config
+            .listeners
+            .get(index)
+            .map(|l| (l.name.clone(), l.address));
+        (spec, snap.tls.get(index).cloned().flatten())
+    };
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
@@ -211,33 +222,43 @@ async fn accept_loop(listener: TcpListener, index: usize, shared: Arc<Shared>, s
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok().or(local).unwrap_or(peer);
         let shared = shared.clone();
-        // The current snapshot's certificates: reloads rotate them for new connections.
-        let tls = shared.snapshot.load().tls.get(index).cloned().flatten();
+        let tls = current_tls(&shared, &spec, &initial_tls);
         let shutdown = shutdown.clone();
         connections.spawn(async move {
             shared.metrics.cx_total.inc();
             shared.metrics.cx_active.inc();
             match tls {
                 None => {
+                    let flag = Arc::default();
                     let conn = ConnInfo {
+                        framing_violation: Arc::clone(&flag),
                         peer,
                         local,
                         scheme: "http",
                         tls: None,
                     };
-                    serve_connection(stream, conn, &shared, &shutdown).await;
+                    serve_connection(
+                        crate::framing::Guarded::new(stream, flag),
+                        conn,
+                        &shared,
+                        &shutdown,
+                    )
+                    .await;
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
                             let info = crate::tls::session_info(tls_stream.get_ref().1);
+                            let flag = Arc::default();
                             let conn = ConnInfo {
+                                framing_violation: Arc::clone(&flag),
                                 peer,
                                 local,
                                 scheme: "https",
                                 tls: Some(info),
                             };
-                            serve_connection(tls_stream, conn, &shared, &shutdown).await;
+                            let io = crate::framing::Guarded::new(tls_stream, flag);
+                            serve_connection(io, conn, &shared, &shutdown).await;
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -281,5 +302,26 @@ where
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with error");
+    }
+}
+
+/// The TLS acceptor for a new connection on the listener bound as `spec`: the current
+/// snapshot's (so reloads rotate certificates), found by listener name and address. A socket
+/// that started with TLS never falls back to plaintext, whatever a reload says.
+fn current_tls(
+    shared: &Shared,
+    spec: &Option<(String, SocketAddr)>,
+    initial: &Option<tokio_rustls::TlsAcceptor>,
+) -> Option<tokio_rustls::TlsAcceptor> {
+    let snap = shared.snapshot.load();
+    let found = spec.as_ref().and_then(|(name, addr)| {
+        snap.config
+            .listeners
+            .iter()
+            .position(|l| &l.name == name && &l.address == addr)
+    });
+    match found.and_then(|i| snap.tls.get(i).cloned().flatten()) {
+        Some(acceptor) => Some(acceptor),
+        None => initial.clone(),
     }
 }

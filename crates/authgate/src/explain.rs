@@ -131,6 +131,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
     let attrs = RequestAttributes {
         method: method.as_str(),
         path: &target.path,
+        path_and_query: &target.path_and_query(),
         authority: &authority,
         port,
         source_ip: peer_ip,

@@ -147,9 +147,15 @@ fn main() -> ExitCode {
         _ => 0,
     };
     init_tracing();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One worker means one thread doing everything: the current-thread scheduler does that
+    // without the work-stealing machinery (the `--concurrency 1` / `worker_processes 1` setup).
+    let mut rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all();
-    if workers > 0 {
+    if workers > 1 {
         rt.worker_threads(workers);
     }
     let rt = match rt.build() {
@@ -217,19 +223,30 @@ pub(crate) fn load(config: &Path, istio: &[PathBuf]) -> Result<Config, String> {
     Ok(cfg)
 }
 
+/// Everything `run` does before binding: parse, validate, compile policies, and build the
+/// snapshot (provider clients, upstream pools, TLS material), so `validate` says ok only for a
+/// configuration `run` would accept.
 fn validate(config: &Path, istio: &[PathBuf]) -> ExitCode {
-    match load(config, istio) {
-        Ok(cfg) => {
-            for note in &cfg.notes {
+    let checked = load(config, istio).and_then(|cfg| {
+        let notes = cfg.notes.clone();
+        let counts = (
+            cfg.listeners.len(),
+            cfg.routes.len(),
+            cfg.providers.len(),
+            cfg.policies.len(),
+        );
+        Snapshot::build(cfg)
+            .map(|_| (notes, counts))
+            .map_err(|e| e.to_string())
+    });
+    match checked {
+        Ok((notes, (listeners, routes, providers, policies))) => {
+            for note in &notes {
                 println!("note: {note}");
             }
             println!(
-                "{}: ok ({} listeners, {} routes, {} providers, {} policies)",
-                config.display(),
-                cfg.listeners.len(),
-                cfg.routes.len(),
-                cfg.providers.len(),
-                cfg.policies.len()
+                "{}: ok ({listeners} listeners, {routes} routes, {providers} providers, {policies} policies)",
+                config.display()
             );
             ExitCode::SUCCESS
         }

@@ -14,6 +14,11 @@ use tokio::sync::mpsc;
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(200);
 
 pub async fn run(config: PathBuf, istio: Vec<PathBuf>, drain: Duration) -> anyhow::Result<ExitCode> {
+    // Signal handlers first: a signal that arrives once traffic is served must never meet the
+    // default action (which would kill the process mid-request).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let cfg = crate::load(&config, &istio).map_err(|e| anyhow::anyhow!("{e}"))?;
     for note in &cfg.notes {
         tracing::info!("{note}");
@@ -29,16 +34,27 @@ pub async fn run(config: PathBuf, istio: Vec<PathBuf>, drain: Duration) -> anyho
     }
     let (changed_tx, mut changed) = mpsc::channel::<()>(1);
     let mut watcher = watch(&watched, &istio, changed_tx);
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    // One shutdown future for the whole loop, raced everywhere the loop waits, so a SIGTERM
+    // that lands during a reload's debounce is never lost.
+    let shutdown = async {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            () = shutdown_signal() => break,
+            () = &mut shutdown => break,
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading");
                 reload(&gateway, &config, &istio, &mut watcher);
             }
             Some(()) = changed.recv() => {
-                tokio::time::sleep(RELOAD_DEBOUNCE).await;
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(RELOAD_DEBOUNCE) => {}
+                }
                 while changed.try_recv().is_ok() {}
                 tracing::info!("configuration files changed: reloading");
                 reload(&gateway, &config, &istio, &mut watcher);

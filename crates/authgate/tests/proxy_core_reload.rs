@@ -82,10 +82,8 @@ impl ConfigFile {
     }
 }
 
-async fn stats(admin: SocketAddr) -> String {
-    get(admin, "/stats/prometheus", &[("host", "localhost")])
-        .await
-        .text()
+async fn stats(gw: &mut Child) -> String {
+    gw.admin_get("/stats/prometheus").await.text()
 }
 
 fn reloads(text: &str) -> (f64, f64) {
@@ -95,8 +93,8 @@ fn reloads(text: &str) -> (f64, f64) {
     )
 }
 
-async fn route_name(admin: SocketAddr) -> String {
-    let dump = get(admin, "/config_dump", &[("host", "localhost")]).await.json();
+async fn route_name(gw: &mut Child) -> String {
+    let dump = gw.admin_get("/config_dump").await.json();
     dump["routes"][0]["name"]
         .as_str()
         .unwrap_or_else(|| panic!("no route name in {dump}"))
@@ -111,14 +109,17 @@ struct Load {
 }
 
 impl Load {
-    fn record(&self, what: &str, r: Result<Reply, String>) {
+    /// Counts one request; true when it succeeded.
+    fn record(&self, what: &str, r: Result<Reply, String>) -> bool {
         match r {
             Ok(r) if r.status == 200 => {
                 self.ok.fetch_add(1, Ordering::SeqCst);
+                return true;
             }
             Ok(r) => self.fail(format!("{what}: status {} {}", r.status, r.text())),
             Err(e) => self.fail(format!("{what}: {e}")),
         }
+        false
     }
 
     fn fail(&self, e: String) {
@@ -133,30 +134,59 @@ impl Load {
     }
 }
 
+/// A bound on each client loop, far above what 20 reloads take.
+const MAX_ITERATIONS: usize = 200_000;
+
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn h2_connect(
+    at: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let tcp = within("connect", tokio::net::TcpStream::connect(at))
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}"));
+    h2_handshake(tcp).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_under_load_via_sighup() {
     let sample = start_sample().await;
     let file = ConfigFile::new("reload", &config(&sample, "route-start", true));
-    let gw = spawn_binary(&file.link, &[]);
-    let (at, admin) = (gw.listen, gw.admin);
-    assert_eq!(route_name(admin).await, "route-start");
+    let mut gw = spawn_binary(&file.link, &[]);
+    let at = gw.listen;
+    assert_eq!(route_name(&mut gw).await, "route-start");
 
     let load = Arc::new(Load::default());
     let done = Arc::new(AtomicBool::new(false));
+    // Stops the client loops however this test ends (a panic included).
+    let _stop = StopOnDrop(done.clone());
     let mut clients = Vec::new();
-    // A keep-alive HTTP/1.1 connection through the authz path.
+    // A keep-alive HTTP/1.1 connection through the authz path (a new one only after a failure,
+    // which is counted).
     {
         let (load, done) = (load.clone(), done.clone());
         clients.push(tokio::spawn(async move {
             let mut conn = h1_connect(at).await;
-            while !done.load(Ordering::SeqCst) {
+            for _ in 0..MAX_ITERATIONS {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
                 let req = http::Request::builder()
                     .uri("/productpage")
                     .header("host", "bookinfo.example.com")
                     .header("x-ext-authz", "allow")
                     .body(http_body_util::Full::new(bytes::Bytes::new()))
                     .unwrap_or_else(|e| panic!("{e}"));
-                load.record("keep-alive /productpage", exchange_h1(&mut conn, req).await);
+                if !load.record("keep-alive /productpage", exchange_h1(&mut conn, req).await) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    conn = h1_connect(at).await;
+                }
             }
         }));
     }
@@ -164,23 +194,29 @@ async fn reload_under_load_via_sighup() {
     {
         let (load, done) = (load.clone(), done.clone());
         clients.push(tokio::spawn(async move {
-            while !done.load(Ordering::SeqCst) {
-                load.record(
+            for _ in 0..MAX_ITERATIONS {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
+                let ok = load.record(
                     "fresh /api/v1/products",
                     try_send(at, "GET", "/api/v1/products", &[], b"").await,
                 );
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }));
     }
-    // An h2c connection through the authz path.
+    // An h2c connection through the authz path (a new one only after a failure).
     {
         let (load, done) = (load.clone(), done.clone());
         clients.push(tokio::spawn(async move {
-            let tcp = within("connect", tokio::net::TcpStream::connect(at))
-                .await
-                .unwrap_or_else(|e| panic!("connect: {e}"));
-            let mut h2 = h2_handshake(tcp).await;
-            while !done.load(Ordering::SeqCst) {
+            let mut h2 = h2_connect(at).await;
+            for _ in 0..MAX_ITERATIONS {
+                if done.load(Ordering::SeqCst) {
+                    break;
+                }
                 let req = http::Request::builder()
                     .uri("http://bookinfo.example.com/productpage")
                     .version(http::Version::HTTP_2)
@@ -192,7 +228,10 @@ async fn reload_under_load_via_sighup() {
                     Ok(Err(e)) => Err(format!("h2: {e}")),
                     Ok(Ok(resp)) => collect_reply(resp).await,
                 };
-                load.record("h2 /productpage", r);
+                if !load.record("h2 /productpage", r) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    h2 = h2_connect(at).await;
+                }
             }
         }));
     }
@@ -203,12 +242,14 @@ async fn reload_under_load_via_sighup() {
         let name = format!("route-{i}");
         file.write(&config(&sample, &name, valid));
         let before = load.ok.load(Ordering::SeqCst);
+        gw.assert_alive(&format!("before reload {i}"));
         gw.signal("HUP");
         // Wait (bounded) until this reload is accounted for, so no two SIGHUPs coalesce.
         let want = f64::from(i + 1);
         let mut seen = (0.0, 0.0);
         for _ in 0..400 {
-            seen = reloads(&stats(admin).await);
+            gw.assert_alive(&format!("after SIGHUP {i}"));
+            seen = reloads(&stats(&mut gw).await);
             if seen.0 + seen.1 >= want {
                 break;
             }
@@ -223,7 +264,7 @@ async fn reload_under_load_via_sighup() {
         if valid {
             last_valid = name;
         }
-        assert_eq!(route_name(admin).await, last_valid, "after reload {i}");
+        assert_eq!(route_name(&mut gw).await, last_valid, "after reload {i}");
         // A short pause with traffic flowing (bounded: at most ~2 s).
         for _ in 0..40 {
             if load.ok.load(Ordering::SeqCst) >= before + 5 {
@@ -239,8 +280,13 @@ async fn reload_under_load_via_sighup() {
             .unwrap_or_else(|e| panic!("client: {e}"));
     }
 
-    let text = stats(admin).await;
+    let text = stats(&mut gw).await;
     let (ok, failed) = reloads(&text);
+    eprintln!(
+        "reloads ok {ok} failed {failed}; requests ok {} failed {}",
+        load.ok.load(Ordering::SeqCst),
+        load.failed.load(Ordering::SeqCst)
+    );
     let errors = load
         .errors
         .lock()
@@ -288,12 +334,9 @@ async fn sigterm_drains_in_flight_requests() {
     }
     assert!(refused, "no new connections after SIGTERM");
     backend.release(1);
-    let r = within("in-flight request", flight)
+    let flight = within("in-flight request", flight)
         .await
-        .unwrap_or_else(|e| panic!("join: {e}"))
-        .unwrap_or_else(|e| panic!("in-flight request failed during drain: {e}"));
-    assert_eq!(r.status, 200);
-    assert_eq!(r.text(), "ok /hold/term");
+        .unwrap_or_else(|e| panic!("join: {e}"));
     let mut status = None;
     for _ in 0..400 {
         if let Ok(Some(s)) = gw.child.try_wait() {
@@ -302,12 +345,12 @@ async fn sigterm_drains_in_flight_requests() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let status = status.unwrap_or_else(|| panic!("authgate did not exit after draining"));
-    assert!(
-        status.success(),
-        "exit status {status}; stderr:\n{}",
-        gw.stderr_text()
-    );
+    let facts = format!("authgate exit status {status:?}; stderr:\n{}", gw.stderr_text());
+    let r = flight.unwrap_or_else(|e| panic!("in-flight request failed during drain: {e}\n{facts}"));
+    assert_eq!(r.status, 200, "{facts}");
+    assert_eq!(r.text(), "ok /hold/term");
+    let status = status.unwrap_or_else(|| panic!("authgate did not exit after draining; {facts}"));
+    assert!(status.success(), "{facts}");
 }
 
 // --- Access log response flags --------------------------------------------------------------

@@ -66,10 +66,8 @@ async fn control_pipelined_requests_do_reach_the_backend() {
     // Without ambiguity, two pipelined requests are two requests: proves the probes above can
     // see a second request if one got through.
     let (backend, gw) = setup().await;
-    let bytes = format!(
-        "GET /first HTTP/1.1\r\nHost: bookinfo.example.com\r\n\r\nGET /second HTTP/1.1\r\nHost: bookinfo.example.com\r\nConnection: close\r\n\r\n"
-    );
-    let out = raw_exchange(gw_addr(&gw), bytes.into_bytes()).await;
+    let bytes = "GET /first HTTP/1.1\r\nHost: bookinfo.example.com\r\n\r\nGET /second HTTP/1.1\r\nHost: bookinfo.example.com\r\nConnection: close\r\n\r\n";
+    let out = raw_exchange(gw_addr(&gw), bytes.as_bytes().to_vec()).await;
     assert_eq!(out.statuses(), vec![200, 200], "{}", out.text());
     assert!(out.closed);
     assert_eq!(backend.paths(), vec!["/first".to_owned(), "/second".to_owned()]);

@@ -152,6 +152,7 @@ impl Rq {
         RequestAttributes {
             method: &self.method,
             path: &self.path,
+            path_and_query: &self.path,
             authority: &self.authority,
             port: self.port,
             source_ip: self.source_ip,

@@ -833,6 +833,37 @@ impl Child {
         assert!(status.success(), "kill -{sig} {} failed", self.child.id());
     }
 
+    /// Panics with the exit status and stderr if the process has exited.
+    pub fn assert_alive(&mut self, when: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "authgate exited {when}: {status:?}; stderr:\n{}",
+                self.stderr_text()
+            );
+        }
+    }
+
+    /// GET on the admin listener; on failure, reports whether (and how) the process exited.
+    pub async fn admin_get(&mut self, path: &str) -> Reply {
+        match try_send(self.admin, "GET", path, &[("host", "localhost")], b"").await {
+            Ok(r) => r,
+            Err(e) => {
+                let mut status = None;
+                for _ in 0..20 {
+                    if let Ok(Some(s)) = self.child.try_wait() {
+                        status = Some(s);
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                panic!(
+                    "admin GET {path}: {e}; authgate exit status: {status:?}; stderr:\n{}",
+                    self.stderr_text()
+                )
+            }
+        }
+    }
+
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout
             .lock()
@@ -1025,4 +1056,355 @@ pub async fn raw_request(to: SocketAddr, bytes: &[u8]) -> RawResponse {
         headers,
         body,
     }
+}
+
+// --- Adversarial suite helpers (tests/adversarial.rs) ---------------------------------------
+
+/// One check request received by [`scripted_http_authz`].
+#[derive(Debug, Clone)]
+pub struct SeenCheck {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An HTTP authorization service whose answer to each check is `answer(&check)`; every check
+/// is recorded.
+pub async fn scripted_http_authz<F>(answer: F) -> (SocketAddr, Arc<Mutex<Vec<SeenCheck>>>)
+where
+    F: Fn(&SeenCheck) -> http::Response<Full<Bytes>> + Send + Sync + 'static,
+{
+    let listener = bind().await;
+    let a = addr(&listener);
+    let seen: Arc<Mutex<Vec<SeenCheck>>> = Arc::default();
+    let answer = Arc::new(answer);
+    let rec = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (rec, answer) = (rec.clone(), answer.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let (rec, answer) = (rec.clone(), answer.clone());
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                        let check = SeenCheck {
+                            method: parts.method.to_string(),
+                            path: parts
+                                .uri
+                                .path_and_query()
+                                .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned()),
+                            headers: parts.headers,
+                            body,
+                        };
+                        let resp = answer(&check);
+                        rec.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(check);
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (a, seen)
+}
+
+/// A TCP server that, for every connection, reads one request head (and a `content-length`
+/// body), writes `reply` verbatim, then closes (`close`) or holds the connection open. Counts
+/// the connections that sent a request.
+pub async fn raw_reply_server(reply: Vec<u8>, close: bool) -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = bind().await;
+    let a = addr(&listener);
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let reply = Arc::new(reply);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (c, reply) = (c.clone(), reply.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                let head_end = loop {
+                    if let Some(i) = find(&buf, b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                let want = head
+                    .lines()
+                    .find_map(|l| {
+                        l.strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                while buf.len() < head_end + want {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                c.fetch_add(1, Ordering::SeqCst);
+                let _ = s.write_all(&reply).await;
+                let _ = s.flush().await;
+                if close {
+                    let _ = s.shutdown().await;
+                } else {
+                    tokio::time::sleep(PATIENCE).await;
+                }
+            });
+        }
+    });
+    (a, count)
+}
+
+/// A backend that answers `101 Switching Protocols` to any request carrying `Upgrade`, and then
+/// keeps reading HTTP/1.1 request heads on the same connection and answering each with 200
+/// `backend served <target>` (then closing): an h2c-capable (or otherwise upgrade-capable)
+/// application server, reduced to what matters. Records every request line it parses.
+pub async fn upgrade_backend() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = bind().await;
+    let a = addr(&listener);
+    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+    let rec = lines.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    while let Some(i) = find(&buf, b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..i]).into_owned();
+                        buf.drain(..i + 4);
+                        let line = head.lines().next().unwrap_or_default().to_owned();
+                        rec.lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(line.clone());
+                        let reply = if head.to_ascii_lowercase().contains("\nupgrade:") {
+                            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n"
+                                .to_vec()
+                        } else {
+                            let target = line.split(' ').nth(1).unwrap_or("?");
+                            let body = format!("backend served {target}");
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                                body.len()
+                            )
+                            .into_bytes()
+                        };
+                        let upgraded = reply.starts_with(b"HTTP/1.1 101");
+                        if s.write_all(&reply).await.is_err() {
+                            return;
+                        }
+                        if !upgraded {
+                            let _ = s.shutdown().await;
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (a, lines)
+}
+
+/// A gRPC `envoy.service.auth.v3.Authorization` service whose answer to each `CheckRequest`
+/// is `answer(&request)`; every request is recorded.
+pub async fn scripted_grpc_authz<F>(
+    answer: F,
+) -> (SocketAddr, Arc<Mutex<Vec<authgate_proto::auth::CheckRequest>>>)
+where
+    F: Fn(
+            &authgate_proto::auth::CheckRequest,
+        ) -> Result<authgate_proto::auth::CheckResponse, authgate_proto::tonic::Status>
+        + Send
+        + Sync
+        + 'static,
+{
+    let listener = bind().await;
+    let a = addr(&listener);
+    let seen: Arc<Mutex<Vec<authgate_proto::auth::CheckRequest>>> = Arc::default();
+    let svc = authgate_proto::auth::authorization_server::AuthorizationServer::new(ScriptedGrpc {
+        answer: Arc::new(answer),
+        seen: seen.clone(),
+    });
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper_util::service::TowerToHyperService::new(svc.clone());
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (a, seen)
+}
+
+type GrpcAnswer = dyn Fn(
+        &authgate_proto::auth::CheckRequest,
+    ) -> Result<authgate_proto::auth::CheckResponse, authgate_proto::tonic::Status>
+    + Send
+    + Sync;
+
+struct ScriptedGrpc {
+    answer: Arc<GrpcAnswer>,
+    seen: Arc<Mutex<Vec<authgate_proto::auth::CheckRequest>>>,
+}
+
+#[authgate_proto::tonic::async_trait]
+impl authgate_proto::auth::authorization_server::Authorization for ScriptedGrpc {
+    async fn check(
+        &self,
+        request: authgate_proto::tonic::Request<authgate_proto::auth::CheckRequest>,
+    ) -> Result<
+        authgate_proto::tonic::Response<authgate_proto::auth::CheckResponse>,
+        authgate_proto::tonic::Status,
+    > {
+        let req = request.into_inner();
+        let out = (self.answer)(&req);
+        self.seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(req);
+        out.map(authgate_proto::tonic::Response::new)
+    }
+}
+
+/// What came back on a hand-rolled HTTP/2 connection for stream 1.
+#[derive(Debug, Default)]
+pub struct H2Outcome {
+    /// Frame type names seen for stream 1 (and connection-level GOAWAY), in order.
+    pub frames: Vec<&'static str>,
+    /// Concatenated DATA payload of stream 1.
+    pub data: Vec<u8>,
+    /// First bytes of the stream-1 HEADERS block (HPACK): `0x88` is `:status: 200`.
+    pub first_header_byte: Option<u8>,
+}
+
+impl H2Outcome {
+    pub fn refused(&self) -> bool {
+        self.frames.iter().any(|f| *f == "RST_STREAM" || *f == "GOAWAY")
+            || self.first_header_byte != Some(0x88)
+    }
+}
+
+fn hpack_int(mut n: usize, prefix_bits: u8, first: u8, out: &mut Vec<u8>) {
+    let max = (1usize << prefix_bits) - 1;
+    if n < max {
+        out.push(first | n as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    n -= max;
+    while n >= 128 {
+        out.push((n as u8 & 0x7f) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends one request on stream 1 of a fresh h2c (prior knowledge) connection with the header
+/// list written byte for byte (HPACK literals without indexing: nothing is validated or
+/// normalized client-side), and an optional body; reads what comes back for a short while.
+pub async fn h2_raw(to: SocketAddr, headers: &[(&[u8], &[u8])], body: Option<&[u8]>) -> H2Outcome {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut block = Vec::new();
+    for (k, v) in headers {
+        block.push(0);
+        hpack_int(k.len(), 7, 0, &mut block);
+        block.extend_from_slice(k);
+        hpack_int(v.len(), 7, 0, &mut block);
+        block.extend_from_slice(v);
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, b""));
+    out.extend(h2_frame(1, 0x4 | u8::from(body.is_none()), 1, &block));
+    if let Some(b) = body {
+        out.extend(h2_frame(0, 0x1, 1, b));
+    }
+    let mut s = within("h2 connect", tokio::net::TcpStream::connect(to))
+        .await
+        .unwrap_or_else(|e| panic!("connect {to}: {e}"));
+    let _ = s.write_all(&out).await;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+        // Stop early once stream 1 ended or the connection was refused.
+        let o = parse_h2(&buf);
+        if o.frames
+            .iter()
+            .any(|f| *f == "GOAWAY" || *f == "RST_STREAM" || *f == "END")
+        {
+            break;
+        }
+    }
+    let mut o = parse_h2(&buf);
+    o.frames.retain(|f| *f != "END");
+    o
+}
+
+fn parse_h2(buf: &[u8]) -> H2Outcome {
+    let mut o = H2Outcome::default();
+    let mut i = 0;
+    while i + 9 <= buf.len() {
+        let len = (usize::from(buf[i]) << 16) | (usize::from(buf[i + 1]) << 8) | usize::from(buf[i + 2]);
+        let (kind, flags) = (buf[i + 3], buf[i + 4]);
+        let stream = u32::from_be_bytes([buf[i + 5], buf[i + 6], buf[i + 7], buf[i + 8]]) & 0x7fff_ffff;
+        if i + 9 + len > buf.len() {
+            break;
+        }
+        let payload = &buf[i + 9..i + 9 + len];
+        if stream == 1 {
+            match kind {
+                0 => {
+                    o.frames.push("DATA");
+                    o.data.extend_from_slice(payload);
+                }
+                1 => {
+                    o.frames.push("HEADERS");
+                    if o.first_header_byte.is_none() {
+                        o.first_header_byte = payload.first().copied();
+                    }
+                }
+                3 => o.frames.push("RST_STREAM"),
+                _ => {}
+            }
+            if flags & 0x1 != 0 && (kind == 0 || kind == 1) {
+                o.frames.push("END");
+            }
+        } else if kind == 7 {
+            o.frames.push("GOAWAY");
+        }
+        i += 9 + len;
+    }
+    o
 }
