@@ -255,15 +255,6 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(20_790), (2026, 12, 3));
-    }
-}
-
 /// Writes access-log lines to stdout from a thread of its own, in batches: the request path
 /// only formats the line and hands it over (no syscall, no stdout lock). When stdout cannot
 /// keep up, lines are dropped and counted rather than buffered without bound.
@@ -304,5 +295,14 @@ impl LogSink {
         if self.tx.try_send(line).is_err() {
             self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn dates() {
+        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(super::civil_from_days(20_790), (2026, 12, 3));
     }
 }

@@ -489,7 +489,7 @@ async fn authz_connections_are_reused() {
     );
     let g = grpc_conns.load(Ordering::SeqCst);
     assert!(
-        g >= 1 && g <= 4,
+        (1..=4).contains(&g),
         "gRPC provider opened {g} connections for {CHECKS} checks"
     );
 
@@ -505,7 +505,7 @@ async fn authz_connections_are_reused() {
     let h = http_conns.load(Ordering::SeqCst);
     eprintln!("authz connections for {CHECKS} checks each: gRPC {g}, HTTP {h}");
     assert!(
-        h >= 1 && h <= 4,
+        (1..=4).contains(&h),
         "HTTP provider opened {h} connections for {CHECKS} checks"
     );
     gw.shutdown(Duration::from_secs(1)).await;

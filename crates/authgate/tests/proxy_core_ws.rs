@@ -50,14 +50,9 @@ async fn ws_echo_backend() -> WsBackend {
                 };
                 u.fetch_add(1, Ordering::SeqCst);
                 while let Some(Ok(msg)) = ws.next().await {
-                    match msg {
-                        Message::Text(_) | Message::Binary(_) => {
-                            if ws.send(msg).await.is_err() {
-                                break;
-                            }
-                        }
-                        Message::Close(_) => break,
-                        _ => {}
+                    let echo = matches!(msg, Message::Text(_) | Message::Binary(_));
+                    if matches!(msg, Message::Close(_)) || (echo && ws.send(msg).await.is_err()) {
+                        break;
                     }
                 }
             });

@@ -456,10 +456,10 @@ pub async fn recorder() -> Recorder {
                                 body_len,
                             });
                         let _ = tx.send(path.clone());
-                        if path.starts_with("/hold") {
-                            if let Ok(p) = rel.acquire().await {
-                                p.forget();
-                            }
+                        if path.starts_with("/hold")
+                            && let Ok(p) = rel.acquire().await
+                        {
+                            p.forget();
                         }
                         let mut resp = http::Response::new(Full::new(Bytes::from(format!("ok {path}"))));
                         resp.headers_mut()
