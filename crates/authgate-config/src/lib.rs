@@ -73,25 +73,25 @@ pub fn parse(
 /// A YAML syntax or type error, reduced to file:line plus serde-saphyr's message.
 pub(crate) fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigErrors {
     let line = e.location().map(|l| l.line()).filter(|l| *l > 0);
-    let rendered = e.to_string();
-    // serde-saphyr renders a snippet after the first line; keep the message line, and name the
-    // field when the message does (unknown field `x`, missing field `y`).
-    let message = rendered
+    // serde-saphyr renders the message, then a snippet of the source labelled `<input>`.
+    let rendered = e.to_string().replace("<input>", file);
+    let first = rendered
         .lines()
         .next()
         .unwrap_or("invalid YAML")
         .trim()
         .to_owned();
-    let field = message
+    // Name the field when the message does (unknown field `x`, missing field `y`).
+    let field = first
         .split('`')
         .nth(1)
-        .filter(|_| message.contains("field"))
+        .filter(|_| first.contains("field"))
         .map_or_else(|| "(yaml)".to_owned(), ToOwned::to_owned);
     ConfigErrors(vec![ConfigError {
         file: file.to_owned(),
         line,
         field,
-        message: format!("{message}\n{rendered}"),
+        message: rendered,
     }])
 }
 

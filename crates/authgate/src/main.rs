@@ -177,8 +177,10 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AUTHGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal as _;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 }
@@ -213,13 +215,16 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
 
 /// Loads and compiles a configuration the way `run` does, without binding anything.
 pub(crate) fn load(config: &Path, istio: &[PathBuf]) -> Result<Config, String> {
-    let cfg = authgate_config::load(config, istio).map_err(|e| e.to_string())?;
-    authgate_policy::PolicyEngine::compile(&cfg).map_err(|errs| {
+    let mut cfg = authgate_config::load(config, istio).map_err(|e| e.to_string())?;
+    let engine = authgate_policy::PolicyEngine::compile(&cfg).map_err(|errs| {
         errs.iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n")
     })?;
+    // The engine's notes (a CUSTOM policy naming an undefined provider, ignored dry-run
+    // policies) are printed by `validate` and logged by `run`.
+    cfg.notes.extend(engine.notes().iter().cloned());
     Ok(cfg)
 }
 

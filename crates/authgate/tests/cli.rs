@@ -85,6 +85,16 @@ fn validate_names_file_line_and_field() {
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The README's Istio example: a gateway file plus the Istio manifests, unchanged.
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let out = Command::new(BIN)
+        .args(["validate", "--config", &format!("{examples}/gateway-for-istio.yaml")])
+        .args(["--istio", &format!("{examples}/istio")])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("4 providers, 2 policies"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
