@@ -246,7 +246,9 @@ async fn proxy(
                 });
             }
             Decision::Error(e) if config.fail_open => {
-                tracing::warn!(provider = %config.name, error = %e, "ext_authz failed; failing open as configured");
+                // Counted in ext_authz_failure_mode_allowed; a log line per request would flood
+                // the log exactly when the authorization service is down.
+                tracing::debug!(provider = %config.name, error = %e, "ext_authz failed; failing open as configured");
             }
             Decision::Error(e) => {
                 return Err(ProxyError::AuthzError {

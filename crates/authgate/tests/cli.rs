@@ -89,7 +89,11 @@ fn validate_names_file_line_and_field() {
     // The README's Istio example: a gateway file plus the Istio manifests, unchanged.
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
     let out = Command::new(BIN)
-        .args(["validate", "--config", &format!("{examples}/gateway-for-istio.yaml")])
+        .args([
+            "validate",
+            "--config",
+            &format!("{examples}/gateway-for-istio.yaml"),
+        ])
         .args(["--istio", &format!("{examples}/istio")])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));
