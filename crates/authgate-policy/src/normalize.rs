@@ -95,6 +95,14 @@ pub fn normalize_path(raw_target: &str, cfg: PathNormalization) -> Result<Normal
             return Err(PathError::InvalidCharacter(b));
         }
     }
+    // Fast path: nothing to decode, no separators to rewrite, no parameters, no dot segments
+    // and no empty segments: the path is already normal in every mode.
+    if !raw_path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';' | b'.')) && !raw_path.contains("//") {
+        return Ok(NormalizedTarget {
+            path: raw_path.to_owned(),
+            query: query.map(str::to_owned),
+        });
+    }
     let mode = cfg.mode;
     let normalize = mode != NormalizationMode::None;
     let decode_slashes =

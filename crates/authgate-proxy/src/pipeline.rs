@@ -28,6 +28,8 @@ pub struct ConnInfo {
     /// Raised by the read-side framing guard (HTTP/1 only): see `framing.rs`.
     pub framing_violation: Arc<std::sync::atomic::AtomicBool>,
     pub peer: SocketAddr,
+    /// `peer`'s IP as a header value, for X-Forwarded-For.
+    pub peer_ip: HeaderValue,
     pub local: SocketAddr,
     pub scheme: &'static str,
     pub tls: Option<TlsInfo>,
@@ -416,8 +418,28 @@ fn request_authority_raw(parts: &http::request::Parts) -> Result<String, ProxyEr
 /// and `x-forwarded-host` is dropped, unless trusted proxies sit in front
 /// (`numTrustedProxies` > 0); `x-forwarded-client-cert` only ever comes from our own TLS.
 fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32) {
+    if !h.contains_key("x-forwarded-for") {
+        // The common case: the peer alone, formatted once per connection.
+        h.insert("x-forwarded-for", conn.peer_ip.clone());
+    } else {
+        append_xff(h, conn);
+    }
+    if trusted_hops == 0 || !h.contains_key("x-forwarded-proto") {
+        h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
+    }
+    if trusted_hops == 0 {
+        h.remove("x-forwarded-host");
+    }
+    if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
+        h.insert("x-forwarded-client-cert", xfcc);
+    } else {
+        h.remove("x-forwarded-client-cert");
+    }
+}
+
+/// Every X-Forwarded-For line, in order, then the peer.
+fn append_xff(h: &mut http::HeaderMap, conn: &ConnInfo) {
     let peer = conn.peer.ip().to_string();
-    // Every X-Forwarded-For line, in order, then the peer.
     let mut xff = String::new();
     for line in h.get_all("x-forwarded-for") {
         if let Ok(v) = line.to_str()
@@ -430,17 +452,6 @@ fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32
     xff.push_str(&peer);
     if let Ok(v) = HeaderValue::from_str(&xff) {
         h.insert("x-forwarded-for", v);
-    }
-    if trusted_hops == 0 || !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
-    }
-    if trusted_hops == 0 {
-        h.remove("x-forwarded-host");
-    }
-    if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
-        h.insert("x-forwarded-client-cert", xfcc);
-    } else {
-        h.remove("x-forwarded-client-cert");
     }
 }
 

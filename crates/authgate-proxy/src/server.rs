@@ -48,15 +48,26 @@ impl Shared {
         let n = self.stream_ids.load(Ordering::Relaxed);
         let a = splitmix64(self.request_id_seed ^ n);
         let b = splitmix64(a ^ 0x9e37_79b9_7f4a_7c15);
-        let s = format!(
-            "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-            a >> 32,
-            (a >> 16) & 0xffff,
-            a & 0x0fff,
-            (b >> 48) & 0x3fff | 0x8000,
-            b & 0xffff_ffff_ffff
-        );
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("-"))
+        // xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx written straight into a stack buffer.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 36];
+        let mut put = |range: std::ops::Range<usize>, mut v: u64| {
+            for i in range.rev() {
+                out[i] = HEX[(v & 0xf) as usize];
+                v >>= 4;
+            }
+        };
+        put(0..8, a >> 32);
+        put(9..13, (a >> 16) & 0xffff);
+        put(15..18, a & 0x0fff);
+        put(19..23, (b >> 48) & 0x3fff | 0x8000);
+        put(24..36, b & 0xffff_ffff_ffff);
+        out[8] = b'-';
+        out[13] = b'-';
+        out[14] = b'4';
+        out[18] = b'-';
+        out[23] = b'-';
+        HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("-"))
     }
 
     pub fn log(&self, entry: &LogEntry, snap: &Snapshot) {
@@ -232,6 +243,7 @@ async fn accept_loop(listener: TcpListener, index: usize, shared: Arc<Shared>, s
                     let flag = Arc::default();
                     let conn = ConnInfo {
                         framing_violation: Arc::clone(&flag),
+                        peer_ip: peer_ip_header(peer),
                         peer,
                         local,
                         scheme: "http",
@@ -252,6 +264,7 @@ async fn accept_loop(listener: TcpListener, index: usize, shared: Arc<Shared>, s
                             let flag = Arc::default();
                             let conn = ConnInfo {
                                 framing_violation: Arc::clone(&flag),
+                                peer_ip: peer_ip_header(peer),
                                 peer,
                                 local,
                                 scheme: "https",
@@ -324,4 +337,8 @@ fn current_tls(
         Some(acceptor) => Some(acceptor),
         None => initial.clone(),
     }
+}
+
+fn peer_ip_header(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("-"))
 }
