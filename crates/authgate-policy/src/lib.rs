@@ -61,9 +61,7 @@ use authgate_config::{Action, Config};
 
 pub use compiled::Check;
 pub use explain::{Explanation, PolicyTrace, RequestSummary, RuleTrace};
-pub use normalize::{
-    NormalizedTarget, PathError, client_ip, client_ip_from_headers, normalize_host, normalize_path,
-};
+pub use normalize::{NormalizedTarget, PathError, client_ip_from_headers, normalize_host, normalize_path};
 
 use compiled::{NoTrace, Policy, Req, Role};
 

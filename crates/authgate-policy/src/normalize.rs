@@ -285,21 +285,14 @@ pub(crate) fn split_authority(authority: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// The client address Istio calls `remote.ip`, from `X-Forwarded-For` with Envoy's
+/// The client address Istio calls `remote.ip`, from every `X-Forwarded-For` line of a request
+/// read as one list (as Envoy does: a client can add a line of its own), with Envoy's
 /// `xff_num_trusted_hops` semantics (Istio `gatewayTopology.numTrustedProxies`).
 ///
 /// With `num_trusted_proxies` = N > 0 the client is the N-th address from the right of XFF
 /// (each trusted proxy appended the address it received the request from). With N = 0, an XFF
 /// that has fewer than N entries, or an entry that is not an IP address, the direct peer is
 /// the client. IPv4-mapped IPv6 addresses are returned as IPv4.
-///
-/// This looks at one header value; when a request carries several `X-Forwarded-For` lines use
-/// [`client_ip_from_headers`], which reads them all as one list, as Envoy does.
-pub fn client_ip(xff: Option<&http::HeaderValue>, peer: IpAddr, num_trusted_proxies: u32) -> IpAddr {
-    nth_from_right(xff, peer, num_trusted_proxies)
-}
-
-/// [`client_ip`] over every `X-Forwarded-For` line of a request, in order.
 pub fn client_ip_from_headers(headers: &http::HeaderMap, peer: IpAddr, num_trusted_proxies: u32) -> IpAddr {
     nth_from_right(headers.get_all(X_FORWARDED_FOR), peer, num_trusted_proxies)
 }
@@ -346,6 +339,11 @@ fn parse_xff_entry(s: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One X-Forwarded-For line.
+    fn client_ip(xff: Option<&http::HeaderValue>, peer: IpAddr, n: u32) -> IpAddr {
+        nth_from_right(xff, peer, n)
+    }
 
     fn cfg(mode: NormalizationMode, escaped_slashes: EscapedSlashes) -> PathNormalization {
         PathNormalization {

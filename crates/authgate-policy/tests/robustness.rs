@@ -1,11 +1,11 @@
 //! No panics on any input, and normalization is a fixed point: pseudo-random targets,
-//! authorities and headers through `normalize_path`, `normalize_host`, `client_ip` and
+//! authorities and headers through `normalize_path`, `normalize_host`, `client_ip_from_headers` and
 //! `evaluate`/`explain`.
 
 mod common;
 
 use authgate_config::{EscapedSlashes, NormalizationMode, PathNormalization};
-use authgate_policy::{client_ip, normalize_host, normalize_path};
+use authgate_policy::{client_ip_from_headers, normalize_host, normalize_path};
 use common::{engine, get};
 
 /// A small deterministic generator (no dependency needed).
@@ -175,8 +175,11 @@ fn random_xff_never_panics() {
         let Ok(v) = http::HeaderValue::from_str(&s) else {
             continue;
         };
+        let mut headers = http::HeaderMap::new();
+        headers.append("x-forwarded-for", v.clone());
+        headers.append("x-forwarded-for", v);
         for n in 0..5 {
-            let _ = client_ip(Some(&v), peer, n);
+            let _ = client_ip_from_headers(&headers, peer, n);
         }
     }
 }
