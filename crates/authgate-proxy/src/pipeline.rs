@@ -169,19 +169,14 @@ async fn proxy(
 
     // Authorize: CUSTOM providers in name order, then the local DENY/ALLOW decision.
     let tls = conn.tls.as_ref();
-    let verdict = snap.policy.evaluate(&RequestAttributes {
-        method: parts.method.as_str(),
-        path: &target.path,
-        path_and_query: &path_and_query,
-        authority: &authority,
-        port: conn.local.port(),
-        source_ip: conn.peer.ip(),
+    let verdict = snap.policy.evaluate(&attributes(
+        conn,
+        &parts,
+        &target.path,
+        &path_and_query,
+        &authority,
         remote_ip,
-        destination_ip: conn.local.ip(),
-        headers: &parts.headers,
-        sni: tls.and_then(|t| t.sni.as_deref()),
-        principal: tls.and_then(|t| t.principal.as_deref()),
-    });
+    ));
     log.audit = verdict.audit;
 
     let mut mutated = false;
@@ -271,19 +266,14 @@ async fn proxy(
             .and_then(|h| h.to_str().ok())
             .unwrap_or(&authority);
         snap.policy
-            .evaluate(&RequestAttributes {
-                method: parts.method.as_str(),
+            .evaluate(&attributes(
+                conn,
+                &parts,
                 path,
-                path_and_query: &path_and_query,
+                &path_and_query,
                 authority,
-                port: conn.local.port(),
-                source_ip: conn.peer.ip(),
                 remote_ip,
-                destination_ip: conn.local.ip(),
-                headers: &parts.headers,
-                sni: tls.and_then(|t| t.sni.as_deref()),
-                principal: tls.and_then(|t| t.principal.as_deref()),
-            })
+            ))
             .local
     } else {
         verdict.local
@@ -372,6 +362,31 @@ async fn proxy(
         m.apply(&mut rparts.headers);
     }
     Ok(Response::from_parts(rparts, body::boxed(rbody)))
+}
+
+/// What the policies see of a request and its connection.
+fn attributes<'a>(
+    conn: &'a ConnInfo,
+    parts: &'a http::request::Parts,
+    path: &'a str,
+    path_and_query: &'a str,
+    authority: &'a str,
+    remote_ip: std::net::IpAddr,
+) -> RequestAttributes<'a> {
+    let tls = conn.tls.as_ref();
+    RequestAttributes {
+        method: parts.method.as_str(),
+        path,
+        path_and_query,
+        authority,
+        port: conn.local.port(),
+        source_ip: conn.peer.ip(),
+        remote_ip,
+        destination_ip: conn.local.ip(),
+        headers: &parts.headers,
+        sni: tls.and_then(|t| t.sni.as_deref()),
+        principal: tls.and_then(|t| t.principal.as_deref()),
+    }
 }
 
 /// The one authority routing, policy, authorization and the upstream all use: the absolute-form
