@@ -259,27 +259,41 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 /// only formats the line and hands it over (no syscall, no stdout lock). When stdout cannot
 /// keep up, lines are dropped and counted rather than buffered without bound.
 pub struct LogSink {
-    tx: std::sync::mpsc::SyncSender<String>,
-    pub dropped: std::sync::atomic::AtomicU64,
+    tx: std::sync::mpsc::SyncSender<LogMsg>,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+enum LogMsg {
+    Line(String),
+    /// Everything sent before has been written and flushed when the ack arrives.
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 const LOG_QUEUE: usize = 16 * 1024;
 
 impl LogSink {
     pub fn stdout() -> Self {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(LOG_QUEUE);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<LogMsg>(LOG_QUEUE);
         let spawned = std::thread::Builder::new()
             .name("authgate-access-log".into())
             .spawn(move || {
                 use std::io::Write as _;
                 let stdout = std::io::stdout();
                 let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-                while let Ok(line) = rx.recv() {
-                    let _ = writeln!(out, "{line}");
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = writeln!(out, "{more}");
+                let mut acks = Vec::new();
+                while let Ok(first) = rx.recv() {
+                    for msg in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                        match msg {
+                            LogMsg::Line(line) => {
+                                let _ = writeln!(out, "{line}");
+                            }
+                            LogMsg::Flush(ack) => acks.push(ack),
+                        }
                     }
                     let _ = out.flush();
+                    for ack in acks.drain(..) {
+                        let _ = ack.send(());
+                    }
                 }
             });
         if let Err(e) = spawned {
@@ -292,8 +306,23 @@ impl LogSink {
     }
 
     pub fn write(&self, line: String) {
-        if self.tx.try_send(line).is_err() {
+        if self.tx.try_send(LogMsg::Line(line)).is_err() {
             self.dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Waits (at most `wait`) until every line handed over so far is on stdout.
+    pub fn flush(&self, wait: std::time::Duration) {
+        let (ack, done) = std::sync::mpsc::sync_channel(1);
+        if self.tx.send(LogMsg::Flush(ack)).is_ok() {
+            let _ = done.recv_timeout(wait);
+        }
+        let dropped = self.dropped.load(std::sync::atomic::Ordering::Relaxed);
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "access log lines dropped because stdout could not keep up"
+            );
         }
     }
 }

@@ -194,6 +194,9 @@ impl Gateway {
             tracing::warn!("drain deadline reached; closing remaining connections");
             self.tasks.abort_all();
         }
+        // The last requests' log lines reach stdout before the process exits.
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.access_log.flush(Duration::from_secs(1))).await;
     }
 
     /// Resolves when shutdown was requested.
