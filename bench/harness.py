@@ -1035,7 +1035,8 @@ def git(*argv):
 
 def tools_or_die(proxies):
     tools = {
-        "authgate": str(RELEASE / "authgate"),
+        # AUTHGATE_BIN measures another build (e.g. a before/after pair for the optimisation log).
+        "authgate": os.environ.get("AUTHGATE_BIN") or str(RELEASE / "authgate"),
         "loadgen": str(RELEASE / "authgate-loadgen"),
         "wrk": shutil.which("wrk"),
         "h2load": shutil.which("h2load"),
