@@ -2,17 +2,92 @@
 //! snapshot resolves its per-provider, per-route and per-backend handles once, so the hot path
 //! only increments atomics (no label hashing, no lock).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Finite buckets of [`Histogram`]: upper bounds 100 µs × 2^i, i = 0..18 (100 µs .. ~13 s).
+const BUCKETS: usize = 18;
+const FIRST_BOUND_NANOS: u64 = 100_000;
+
+/// A latency histogram made of atomics: `observe` is a few relaxed atomic adds, with no lock
+/// (prometheus-client's own histogram takes a mutex per observation, shared by every worker).
+/// Buckets are fixed; they are cumulated only when scraped.
+#[derive(Clone, Debug, Default)]
+pub struct Histogram {
+    inner: Arc<HistogramCells>,
+}
+
+#[derive(Debug, Default)]
+struct HistogramCells {
+    /// Non-cumulative counts; the last cell is the `+Inf` bucket.
+    buckets: [AtomicU64; BUCKETS + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let cells = &*self.inner;
+        if let Some(b) = cells.buckets.get(bucket_index(nanos)) {
+            b.fetch_add(1, Ordering::Relaxed);
+        }
+        cells.count.fetch_add(1, Ordering::Relaxed);
+        cells.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+/// The first bucket whose bound (100 µs × 2^i) is ≥ `nanos`; `BUCKETS` for `+Inf`.
+fn bucket_index(nanos: u64) -> usize {
+    let units = nanos.div_ceil(FIRST_BOUND_NANOS);
+    if units <= 1 {
+        return 0;
+    }
+    // ceil(log2(units))
+    let i = (u64::BITS - (units - 1).leading_zeros()) as usize;
+    i.min(BUCKETS)
+}
+
+impl TypedMetric for Histogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let cells = &*self.inner;
+        let mut buckets = [(0.0f64, 0u64); BUCKETS + 1];
+        for (i, (slot, cell)) in buckets.iter_mut().zip(&cells.buckets).enumerate() {
+            let bound = if i < BUCKETS {
+                (FIRST_BOUND_NANOS << i) as f64 / 1e9
+            } else {
+                f64::INFINITY
+            };
+            *slot = (bound, cell.load(Ordering::Relaxed));
+        }
+        // Count as the sum of the buckets read, so a scrape racing an observation stays
+        // self-consistent (count == +Inf bucket).
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = cells.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
 fn latency_histogram() -> Histogram {
-    // 100 µs .. ~13 s
-    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+    Histogram::default()
 }
 
 pub struct Metrics {
@@ -184,10 +259,12 @@ pub struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    pub fn record(&self, status: u16, seconds: f64) {
+    pub fn record(&self, status: u16, latency: Duration) {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.by_class[class].inc();
-        self.latency.observe(seconds);
+        if let Some(c) = self.by_class.get(class) {
+            c.inc();
+        }
+        self.latency.observe(latency);
     }
 }
 
@@ -209,11 +286,11 @@ impl SnapshotMetrics {
             .and_then(|i| self.routes.get(i))
             .or(self.no_route.as_ref());
         if let Some(r) = route {
-            r.record(entry.status(), entry.duration().as_secs_f64());
+            r.record(entry.status(), entry.duration());
         }
         for (i, latency, outcome) in entry.authz_outcomes() {
             let Some(p) = self.providers.get(*i) else { continue };
-            p.latency.observe(latency.as_secs_f64());
+            p.latency.observe(*latency);
             match *outcome {
                 "allowed" => {
                     p.ok.inc();
@@ -237,5 +314,52 @@ impl SnapshotMetrics {
         {
             c.inc();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_upper_bounds() {
+        assert_eq!(bucket_index(0), 0);
+        assert_eq!(bucket_index(100_000), 0);
+        assert_eq!(bucket_index(100_001), 1);
+        assert_eq!(bucket_index(200_000), 1);
+        assert_eq!(bucket_index(200_001), 2);
+        assert_eq!(bucket_index(FIRST_BOUND_NANOS << 17), 17);
+        assert_eq!(bucket_index((FIRST_BOUND_NANOS << 17) + 1), BUCKETS);
+        assert_eq!(bucket_index(u64::MAX), BUCKETS);
+    }
+
+    #[test]
+    fn scrape_is_cumulative_with_inf() {
+        let m = Metrics::default();
+        let r = m.route("r");
+        r.record(200, Duration::from_micros(50));
+        r.record(200, Duration::from_micros(150));
+        r.record(503, Duration::from_secs(60));
+        let text = m.encode();
+        assert!(
+            text.contains("authgate_downstream_rq_duration_seconds_count{route=\"r\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("authgate_downstream_rq_duration_seconds_bucket{le=\"0.0001\",route=\"r\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("authgate_downstream_rq_duration_seconds_bucket{le=\"0.0002\",route=\"r\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("authgate_downstream_rq_duration_seconds_bucket{le=\"+Inf\",route=\"r\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("authgate_downstream_rq_duration_seconds_sum{route=\"r\"} 60.0002"),
+            "{text}"
+        );
     }
 }
