@@ -4,13 +4,12 @@
 use std::time::Duration;
 
 use authgate_config::{BodySettings, HeaderPattern, HttpProviderSettings, any_matches};
+use authgate_pool::{Pool, Protocol};
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::check::{CheckBody, CheckRequestParts, PARTIAL_BODY_HEADER, header_list, sanitize_utf8};
 use crate::format::HeaderFormatter;
@@ -43,7 +42,8 @@ pub(crate) fn is_hop_or_framing(name: &HeaderName) -> bool {
 }
 
 pub(crate) struct HttpProvider {
-    client: Client<HttpConnector<TokioResolver>, Full<Bytes>>,
+    /// Keep-alive HTTP/1.1 connections to `origin`.
+    client: Pool<HttpConnector<TokioResolver>, Full<Bytes>>,
     /// `http://host:port`, no trailing slash.
     origin: String,
     path_prefix: String,
@@ -84,10 +84,16 @@ impl HttpProvider {
             let formatter = HeaderFormatter::parse(template).map_err(|e| bad(e.to_string()))?;
             additional.push((header, formatter));
         }
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector());
+        let pool_config = authgate_pool::Config {
+            protocol: Protocol::Http1,
+            idle_timeout: Duration::from_secs(60),
+            max_idle: usize::MAX,
+        };
+        // An origin that is no URI fails each check when its request is built.
+        let dst = origin
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("http://invalid"));
+        let client = Pool::new(connector(), dst, &pool_config);
         Ok(Self {
             client,
             origin,
@@ -174,7 +180,7 @@ impl HttpProvider {
             Ok(r) => r,
             Err(e) => return Decision::Error(e),
         };
-        let response = match self.client.request(request).await {
+        let response = match self.client.send(request).await {
             Ok(r) => r,
             Err(e) => return Decision::Error(CheckError::Transport(error_chain(&e))),
         };

@@ -322,8 +322,13 @@ async fn proxy(
         .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let request = Request::from_parts(parts, body.unwrap_or_else(body::empty));
     let timeout = route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let Some(pool) = endpoint.pool() else {
+        return Err(ProxyError::UpstreamUnavailable {
+            reason: "backend has no endpoints".into(),
+        });
+    };
     let upstream_start = Instant::now();
-    let result = tokio::time::timeout(timeout, upstream.client.request(request)).await;
+    let result = tokio::time::timeout(timeout, pool.send(request)).await;
     log.upstream_time = Some(upstream_start.elapsed());
     endpoint.report(matches!(&result, Ok(Err(e)) if e.is_connect()));
     drop(endpoint);

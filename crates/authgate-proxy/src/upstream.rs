@@ -9,11 +9,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use authgate_config::{Backend, HostPort, LbPolicy, UpstreamProtocol};
+use authgate_pool::{Pool, Protocol};
 use http::Uri;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
@@ -24,6 +23,8 @@ const BASE_EJECTION: Duration = Duration::from_secs(1);
 const MAX_EJECTION: Duration = Duration::from_secs(30);
 
 pub type Connector = HttpsConnector<HttpConnector>;
+/// Keep-alive connections to one endpoint.
+pub type EndpointPool = Pool<Connector, ProxyBody>;
 
 pub struct Upstream {
     pub name: String,
@@ -31,13 +32,15 @@ pub struct Upstream {
     next: AtomicUsize,
     lb: LbPolicy,
     epoch: Instant,
-    pub client: Client<Connector, ProxyBody>,
     pub protocol: UpstreamProtocol,
 }
 
 struct Endpoint {
     /// `http://host:port` or `https://host:port`: the request path is appended per request.
     base: String,
+    /// `base` parses as a URI (otherwise every request's URI fails to build, as it always has).
+    base_is_uri: bool,
+    pool: EndpointPool,
     active: AtomicUsize,
     consecutive_failures: AtomicU32,
     /// Milliseconds since `Upstream::epoch` until which the endpoint is skipped.
@@ -64,13 +67,24 @@ impl Drop for Pick<'_> {
     }
 }
 
-impl Pick<'_> {
+impl<'a> Pick<'a> {
+    /// The connections to this endpoint (`None` only for a backend without endpoints).
+    pub fn pool(&self) -> Option<&'a EndpointPool> {
+        let upstream: &'a Upstream = self.upstream;
+        upstream.endpoints.get(self.index).map(|e| &e.pool)
+    }
+
+    /// The request URI for this endpoint: origin form for HTTP/1 (what goes on the wire),
+    /// absolute (`:scheme` and `:authority` from the endpoint) for HTTP/2.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, http::uri::InvalidUri> {
-        let base = self
-            .upstream
-            .endpoints
-            .get(self.index)
-            .map_or("http://invalid", |e| e.base.as_str());
+        let endpoint = self.upstream.endpoints.get(self.index);
+        if endpoint.is_some_and(|e| e.base_is_uri)
+            && self.upstream.protocol == UpstreamProtocol::Http1
+            && path_and_query.starts_with('/')
+        {
+            return path_and_query.parse();
+        }
+        let base = endpoint.map_or("http://invalid", |e| e.base.as_str());
         let mut s = String::with_capacity(base.len() + path_and_query.len());
         s.push_str(base);
         s.push_str(path_and_query);
@@ -102,15 +116,15 @@ impl Upstream {
         http.set_connect_timeout(Some(backend.connect_timeout));
         http.enforce_http(false);
         let connector = https_connector(backend, http)?;
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024);
-        // The client's Host header goes upstream untouched; the URI only picks the endpoint.
-        builder.set_host(false);
-        if backend.protocol == UpstreamProtocol::Http2 {
-            builder.http2_only(true);
-        }
+        // The request's Host header goes upstream untouched (the pool adds none).
+        let pool_config = authgate_pool::Config {
+            protocol: match backend.protocol {
+                UpstreamProtocol::Http1 => Protocol::Http1,
+                UpstreamProtocol::Http2 => Protocol::Http2,
+            },
+            idle_timeout: Duration::from_secs(60),
+            max_idle: 1024,
+        };
         let scheme = if backend.tls.is_some() { "https" } else { "http" };
         let endpoints = backend
             .endpoints
@@ -123,8 +137,17 @@ impl Upstream {
                         port: e.port,
                     },
                 );
+                let base = format!("{scheme}://{hp}");
+                // An endpoint that is no URI fails each request when its URI is built.
+                let dst = base.parse::<Uri>();
                 Endpoint {
-                    base: format!("{scheme}://{hp}"),
+                    base_is_uri: dst.is_ok(),
+                    pool: Pool::new(
+                        connector.clone(),
+                        dst.unwrap_or_else(|_| Uri::from_static("http://invalid")),
+                        &pool_config,
+                    ),
+                    base,
                     active: AtomicUsize::new(0),
                     consecutive_failures: AtomicU32::new(0),
                     ejected_until_ms: AtomicU64::new(0),
@@ -137,7 +160,6 @@ impl Upstream {
             next: AtomicUsize::new(0),
             lb: backend.lb_policy,
             epoch: Instant::now(),
-            client: builder.build(connector),
             protocol: backend.protocol,
         })
     }
