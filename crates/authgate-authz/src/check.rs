@@ -61,18 +61,28 @@ pub(crate) struct CheckBody {
 
 impl CheckBody {
     pub(crate) fn from_parts(parts: &CheckRequestParts<'_>, settings: Option<&BodySettings>) -> Option<Self> {
-        let (body, settings) = (parts.body?, settings?);
-        let max = usize::try_from(settings.max_request_bytes).unwrap_or(usize::MAX);
-        let len = body.bytes.len().min(max);
+        let (body, len, partial) = check_body(parts, settings)?;
         Some(Self {
             bytes: body.bytes.slice(..len),
-            partial: body.partial || body.bytes.len() > max,
+            partial,
         })
     }
 
     pub(crate) fn partial_header_value(&self) -> &'static str {
         if self.partial { "true" } else { "false" }
     }
+}
+
+/// The body part of a check, borrowed: the buffered body, how many of its bytes are sent
+/// (`maxRequestBytes` at most) and whether that is less than the whole body.
+pub(crate) fn check_body<'a>(
+    parts: &CheckRequestParts<'a>,
+    settings: Option<&BodySettings>,
+) -> Option<(&'a BufferedBody, usize, bool)> {
+    let (body, settings) = (parts.body?, settings?);
+    let max = usize::try_from(settings.max_request_bytes).unwrap_or(usize::MAX);
+    let len = body.bytes.len().min(max);
+    Some((body, len, body.partial || body.bytes.len() > max))
 }
 
 /// `HTTP/1.0`, `HTTP/1.1`, `HTTP/2`, `HTTP/3` as Envoy names protocols.
@@ -151,7 +161,7 @@ fn socket_address(addr: SocketAddr) -> Address {
     }
 }
 
-fn timestamp(t: SystemTime) -> Timestamp {
+pub(crate) fn timestamp(t: SystemTime) -> Timestamp {
     match t.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => Timestamp {
             seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),

@@ -7,10 +7,12 @@ use authgate_config::BodySettings;
 use authgate_proto::auth::{CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response};
 use authgate_proto::core::HeaderValueOption;
 use authgate_proto::core::header_value_option::HeaderAppendAction;
+use bytes::BytesMut;
 use http::StatusCode;
 use http::header::{HOST, HeaderName, HeaderValue};
 
-use crate::check::{CheckRequestParts, build_check_request};
+use crate::check::CheckRequestParts;
+use crate::check_encode::encode_grpc_check_request;
 use crate::h2_channel::H2Channel;
 use crate::http_provider::is_hop_or_framing;
 use crate::local_response::LocalResponse;
@@ -50,8 +52,17 @@ impl GrpcProvider {
     }
 
     pub(crate) async fn check(&self, parts: &CheckRequestParts<'_>) -> Decision {
-        let request = build_check_request(parts, self.body.as_ref());
-        match self.channel.unary::<CheckResponse>(&request, self.timeout).await {
+        // The CheckRequest's wire bytes, written straight from `parts` (the same message as
+        // `build_check_request`, without building it), framed for gRPC in one buffer.
+        let mut message = BytesMut::new();
+        if let Err(e) = encode_grpc_check_request(parts, self.body.as_ref(), &mut message) {
+            return Decision::Error(e);
+        }
+        match self
+            .channel
+            .unary::<CheckResponse>(message.freeze(), self.timeout)
+            .await
+        {
             Ok(response) => decide(response),
             Err(e) => Decision::Error(e),
         }

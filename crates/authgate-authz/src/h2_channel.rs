@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use http::{HeaderValue, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
@@ -78,19 +78,16 @@ impl H2Channel {
         Ok(sender)
     }
 
-    /// One unary call: `msg` in, the decoded response out, or the error as Envoy counts it.
+    /// One unary call: `message` in (one gRPC length-prefixed message, uncompressed: the
+    /// 5-byte prefix then the protobuf bytes, as
+    /// [`encode_grpc_check_request`](crate::check_encode::encode_grpc_check_request) writes it),
+    /// the decoded response out, or the error as Envoy counts it. The bytes are the request
+    /// body as is: no copy.
     pub(crate) async fn unary<Resp: Message + Default>(
         &self,
-        msg: &impl Message,
+        message: Bytes,
         timeout: Duration,
     ) -> Result<Resp, CheckError> {
-        let len = msg.encoded_len();
-        let mut buf = BytesMut::with_capacity(5 + len);
-        buf.put_u8(0);
-        buf.put_u32(u32::try_from(len).map_err(|_| CheckError::Request("check request too large".into()))?);
-        msg.encode(&mut buf)
-            .map_err(|e| CheckError::Request(e.to_string()))?;
-
         let mut req = Request::post(self.uri.clone())
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
             .header(header::TE, HeaderValue::from_static("trailers"));
@@ -99,7 +96,7 @@ impl H2Channel {
             req = req.header("grpc-timeout", grpc_timeout(timeout));
         }
         let req = req
-            .body(Full::new(buf.freeze()))
+            .body(Full::new(message))
             .map_err(|e| CheckError::Request(e.to_string()))?;
 
         let mut sender = self.sender().await?;

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod check;
+pub mod check_encode;
 mod format;
 mod grpc_provider;
 mod h2_channel;

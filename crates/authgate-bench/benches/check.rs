@@ -2,15 +2,19 @@
 //! (or HTTP check request) building from the downstream request, encoding, the pooled
 //! connection round trip to a minimal in-process allow-all service, response parsing into a
 //! `Decision`. The service side is deliberately trivial, so the numbers are the client's
-//! (plus loopback). `check/build/*` measure the building alone, through
-//! `ProviderClient::preview` (the request `check` would send), plus protobuf encoding for gRPC.
+//! (plus loopback). `check/build/*` measure the building alone: `check/build/grpc` the gRPC
+//! message as `check` writes it (`check_encode`, straight from the request),
+//! `check/build/grpc-struct` the prost struct of `ProviderClient::preview` plus its encoding,
+//! `check/build/http` the HTTP check request of `preview`.
 //!
 //! `cargo bench -p authgate-bench --bench check`
 
 use std::hint::black_box;
 
 use authgate_authz::CheckPreview;
+use authgate_authz::check_encode::encode_grpc_check_request;
 use authgate_bench::fixtures;
+use bytes::BytesMut;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn check(c: &mut Criterion) {
@@ -31,7 +35,15 @@ fn check(c: &mut Criterion) {
     let headers = fixtures::request_headers("allow");
     let parts = fixtures::check_parts("/productpage", &headers);
 
+    let grpc_body = grpc_client.config().body;
     c.bench_function("check/build/grpc", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::new();
+            let _ = encode_grpc_check_request(black_box(&parts), grpc_body.as_ref(), &mut buf);
+            buf.freeze()
+        })
+    });
+    c.bench_function("check/build/grpc-struct", |b| {
         b.iter(|| match grpc_client.preview(black_box(&parts)) {
             Ok(CheckPreview::Grpc(req)) => prost::Message::encode_to_vec(&*req).len(),
             _ => 0,

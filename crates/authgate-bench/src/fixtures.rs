@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use authgate_authz::{CheckRequestParts, ProviderClient};
-use authgate_config::Config;
+use authgate_config::{Config, Provider};
 use authgate_policy::RequestAttributes;
 use authgate_proto::auth::authorization_server::{Authorization, AuthorizationServer};
 use authgate_proto::auth::check_response::HttpResponse;
@@ -170,13 +170,18 @@ pub fn check_parts<'a>(path_and_query: &'a str, headers: &'a HeaderMap) -> Check
     }
 }
 
-/// The provider client for `name` from `config` (inside a tokio runtime).
-pub fn provider(config: &Config, name: &str) -> Result<ProviderClient> {
-    let p = config
+/// The configuration of provider `name`.
+pub fn provider_config<'c>(config: &'c Config, name: &str) -> Result<&'c Provider> {
+    config
         .providers
         .iter()
         .find(|p| p.name == name)
-        .with_context(|| format!("no provider {name}"))?;
+        .with_context(|| format!("no provider {name}"))
+}
+
+/// The provider client for `name` from `config` (inside a tokio runtime).
+pub fn provider(config: &Config, name: &str) -> Result<ProviderClient> {
+    let p = provider_config(config, name)?;
     Ok(ProviderClient::new(p, p.target(&config.static_hosts))?)
 }
 

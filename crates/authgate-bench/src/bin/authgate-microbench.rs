@@ -11,9 +11,11 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use authgate_authz::CheckPreview;
+use authgate_authz::check_encode::encode_grpc_check_request;
 use authgate_bench::fixtures;
 use authgate_config::PathNormalization;
 use authgate_policy::{PolicyEngine, normalize_path};
+use bytes::BytesMut;
 
 const OPS: &[(&str, &str)] = &[
     (
@@ -35,7 +37,11 @@ const OPS: &[(&str, &str)] = &[
     ("normalize-path", "normalize_path of /productpage?id=1 under BASE"),
     (
         "check-build-grpc",
-        "ProviderClient::preview (CheckRequest building) + protobuf encoding, gRPC provider",
+        "CheckRequest wire bytes + gRPC prefix written straight from the request (check_encode), as a gRPC check sends them",
+    ),
+    (
+        "check-build-grpc-struct",
+        "ProviderClient::preview (prost CheckRequest struct) + protobuf encoding, as `explain` builds it",
     ),
     (
         "check-build-http",
@@ -94,13 +100,26 @@ fn main() -> Result<()> {
                 black_box(normalize_path(black_box("/productpage?id=1"), PathNormalization::default()).ok());
             }
         }
-        "check-build-grpc" | "check-build-http" => {
+        "check-build-grpc" => {
+            // Exactly what `GrpcProvider::check` does before sending: a fresh buffer, the
+            // framed message written into it, frozen into the request body.
+            let cfg = fixtures::config(&fixtures::seed_yaml("ext-authz-grpc", 9000, 8000))?;
+            let body = fixtures::provider_config(&cfg, "ext-authz-grpc")?.body;
+            let headers = fixtures::request_headers("allow");
+            let parts = fixtures::check_parts("/productpage", &headers);
+            for _ in 0..iters {
+                let mut buf = BytesMut::new();
+                encode_grpc_check_request(black_box(&parts), body.as_ref(), &mut buf)?;
+                black_box(buf.freeze());
+            }
+        }
+        "check-build-grpc-struct" | "check-build-http" => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             let _guard = rt.enter();
             let cfg = fixtures::config(&fixtures::seed_yaml("ext-authz-grpc", 9000, 8000))?;
-            let name = if op == "check-build-grpc" {
+            let name = if op == "check-build-grpc-struct" {
                 "ext-authz-grpc"
             } else {
                 "ext-authz-http"
