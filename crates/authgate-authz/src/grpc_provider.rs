@@ -22,7 +22,6 @@ use crate::{BuildError, CheckError, Decision};
 pub(crate) struct GrpcProvider {
     channel: H2Channel,
     pub(crate) body: Option<BodySettings>,
-    timeout: Duration,
 }
 
 impl GrpcProvider {
@@ -45,9 +44,8 @@ impl GrpcProvider {
             .parse()
             .map_err(|e: http::uri::InvalidUri| bad(format!("authority {authority:?}: {e}")))?;
         Ok(Self {
-            channel: H2Channel::new(target, uri),
+            channel: H2Channel::new(target, uri, timeout),
             body,
-            timeout,
         })
     }
 
@@ -58,11 +56,7 @@ impl GrpcProvider {
         if let Err(e) = encode_grpc_check_request(parts, self.body.as_ref(), &mut message) {
             return Decision::Error(e);
         }
-        match self
-            .channel
-            .unary::<CheckResponse>(message.freeze(), self.timeout)
-            .await
-        {
+        match self.channel.unary::<CheckResponse>(message.freeze()).await {
             Ok(response) => decide(response),
             Err(e) => Decision::Error(e),
         }

@@ -3,79 +3,152 @@
 //! layers, streaming codecs) is cost without benefit on the hot path. The connection is made
 //! lazily, shared by every check, and re-made when it closes.
 
+use std::sync::Arc;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::{Buf, Bytes, BytesMut};
+use h2::client::SendRequest;
 use http::{HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prost::Message;
 
 use crate::CheckError;
 
 /// Largest response message accepted (deny bodies can be whole HTML pages).
 const MAX_RESPONSE: usize = 16 << 20;
+/// A PING every this long on an idle-looking connection; no answer within the timeout closes it
+/// (a half-open connection would otherwise turn every check into a timeout).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Receive windows (stream and connection): a large deny page arrives without a round trip of
+/// WINDOW_UPDATEs.
+const WINDOW: u32 = 1 << 20;
+
+/// One HTTP/2 connection: the sender every check clones, and whether its task has ended.
+#[derive(Clone)]
+struct Conn {
+    sender: SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+}
 
 pub(crate) struct H2Channel {
     /// `host:port` to connect to.
     target: String,
     /// The request URI: `http://<authority><path>` (the authority is the provider's service).
     uri: Uri,
-    current: Mutex<Option<SendRequest<Full<Bytes>>>>,
+    /// `grpc-timeout` as Envoy sends it (fixed per provider); the caller enforces the deadline
+    /// locally too.
+    grpc_timeout: Option<HeaderValue>,
+    current: Mutex<Option<Conn>>,
     connecting: tokio::sync::Mutex<()>,
 }
 
 impl H2Channel {
-    pub(crate) fn new(target: String, uri: Uri) -> Self {
+    pub(crate) fn new(target: String, uri: Uri, timeout: Duration) -> Self {
         Self {
             target,
             uri,
+            grpc_timeout: (!timeout.is_zero()).then(|| grpc_timeout(timeout)),
             current: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
         }
     }
 
-    fn cached(&self) -> Option<SendRequest<Full<Bytes>>> {
+    fn cached(&self) -> Option<Conn> {
         let guard = self.current.lock().ok()?;
-        guard.as_ref().filter(|s| !s.is_closed()).cloned()
+        guard
+            .as_ref()
+            .filter(|c| !c.closed.load(Ordering::Acquire))
+            .cloned()
     }
 
-    async fn sender(&self) -> Result<SendRequest<Full<Bytes>>, CheckError> {
-        if let Some(s) = self.cached() {
-            return Ok(s);
+    /// Forgets `conn` if it is still the current connection: the next check makes a new one.
+    fn forget(&self, conn: &Conn) {
+        if let Ok(mut guard) = self.current.lock()
+            && guard
+                .as_ref()
+                .is_some_and(|c| Arc::ptr_eq(&c.closed, &conn.closed))
+        {
+            *guard = None;
+        }
+    }
+
+    async fn conn(&self) -> Result<Conn, CheckError> {
+        if let Some(c) = self.cached() {
+            return Ok(c);
         }
         // One connection attempt at a time; the others wait for it and reuse it.
         let _one = self.connecting.lock().await;
-        if let Some(s) = self.cached() {
-            return Ok(s);
+        if let Some(c) = self.cached() {
+            return Ok(c);
         }
         let stream = tokio::net::TcpStream::connect(&self.target).await.map_err(|e| {
             CheckError::Rpc(tonic::Code::Unavailable, format!("connect {}: {e}", self.target))
         })?;
         let _ = stream.set_nodelay(true);
-        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .adaptive_window(true);
-        let (sender, conn) = builder.handshake(TokioIo::new(stream)).await.map_err(|e| {
-            CheckError::Rpc(
-                tonic::Code::Unavailable,
-                format!("HTTP/2 handshake with {}: {e}", self.target),
-            )
-        })?;
+        let (sender, mut connection) = h2::client::Builder::new()
+            .initial_window_size(WINDOW)
+            .initial_connection_window_size(WINDOW)
+            .enable_push(false)
+            .handshake::<_, Bytes>(stream)
+            .await
+            .map_err(|e| {
+                CheckError::Rpc(
+                    tonic::Code::Unavailable,
+                    format!("HTTP/2 handshake with {}: {e}", self.target),
+                )
+            })?;
+        let closed = Arc::new(AtomicBool::new(false));
+        let ping_pong = connection.ping_pong();
+        let task_closed = closed.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "ext_authz gRPC connection closed");
+            let keepalive = async {
+                let Some(mut ping_pong) = ping_pong else {
+                    return std::future::pending::<()>().await;
+                };
+                loop {
+                    tokio::time::sleep(KEEPALIVE_INTERVAL).await;
+                    match tokio::time::timeout(KEEPALIVE_TIMEOUT, ping_pong.ping(h2::Ping::opaque())).await {
+                        Ok(Ok(_)) => {}
+                        _ => return,
+                    }
+                }
+            };
+            tokio::select! {
+                r = &mut connection => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "ext_authz gRPC connection closed");
+                    }
+                }
+                () = keepalive => tracing::debug!("ext_authz gRPC connection: keepalive PING unanswered; closing"),
             }
+            task_closed.store(true, Ordering::Release);
         });
+        let conn = Conn { sender, closed };
         if let Ok(mut guard) = self.current.lock() {
-            *guard = Some(sender.clone());
+            *guard = Some(conn.clone());
         }
-        Ok(sender)
+        Ok(conn)
+    }
+
+    /// A sender ready for one more stream. A connection that turns out to be gone (closed,
+    /// GOAWAY) is replaced once: nothing was sent on it, so trying a fresh one is safe.
+    async fn ready_sender(&self) -> Result<(Conn, SendRequest<Bytes>), CheckError> {
+        let mut retried = false;
+        loop {
+            let conn = self.conn().await?;
+            match conn.sender.clone().ready().await {
+                Ok(sender) => return Ok((conn, sender)),
+                Err(e) => {
+                    self.forget(&conn);
+                    if retried {
+                        return Err(CheckError::Rpc(tonic::Code::Unavailable, e.to_string()));
+                    }
+                    retried = true;
+                }
+            }
+        }
     }
 
     /// One unary call: `message` in (one gRPC length-prefixed message, uncompressed: the
@@ -83,34 +156,40 @@ impl H2Channel {
     /// [`encode_grpc_check_request`](crate::check_encode::encode_grpc_check_request) writes it),
     /// the decoded response out, or the error as Envoy counts it. The bytes are the request
     /// body as is: no copy.
-    pub(crate) async fn unary<Resp: Message + Default>(
-        &self,
-        message: Bytes,
-        timeout: Duration,
-    ) -> Result<Resp, CheckError> {
+    ///
+    /// The HEADERS frame and the one DATA frame (with END_STREAM) are queued together before
+    /// the connection task runs, so they leave in one write (hyper's client flushed them
+    /// apart: two segments, two wake-ups of the service).
+    pub(crate) async fn unary<Resp: Message + Default>(&self, message: Bytes) -> Result<Resp, CheckError> {
         let mut req = Request::post(self.uri.clone())
             .header(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
             .header(header::TE, HeaderValue::from_static("trailers"));
-        if !timeout.is_zero() {
-            // `grpc-timeout` as Envoy sends it; the caller enforces the deadline locally too.
-            req = req.header("grpc-timeout", grpc_timeout(timeout));
+        if let Some(t) = &self.grpc_timeout {
+            req = req.header("grpc-timeout", t.clone());
         }
-        let req = req
-            .body(Full::new(message))
-            .map_err(|e| CheckError::Request(e.to_string()))?;
+        let req = req.body(()).map_err(|e| CheckError::Request(e.to_string()))?;
 
-        let mut sender = self.sender().await?;
-        let resp = match sender.send_request(req).await {
+        let (conn, mut sender) = self.ready_sender().await?;
+        let unavailable = |e: h2::Error| CheckError::Rpc(tonic::Code::Unavailable, e.to_string());
+        let (response, mut stream) = match sender.send_request(req, false) {
             Ok(r) => r,
             Err(e) => {
                 // The connection is unusable; the next check makes a new one.
-                if let Ok(mut guard) = self.current.lock() {
-                    *guard = None;
-                }
-                return Err(CheckError::Rpc(tonic::Code::Unavailable, e.to_string()));
+                self.forget(&conn);
+                return Err(unavailable(e));
             }
         };
-        let (parts, body) = resp.into_parts();
+        stream.send_data(message, true).map_err(unavailable)?;
+        let resp = match response.await {
+            Ok(r) => r,
+            Err(e) => {
+                if e.is_go_away() || e.is_io() {
+                    self.forget(&conn);
+                }
+                return Err(unavailable(e));
+            }
+        };
+        let (parts, mut body) = resp.into_parts();
         if parts.status != StatusCode::OK {
             return Err(CheckError::Rpc(
                 tonic::Code::Unavailable,
@@ -121,12 +200,36 @@ impl H2Channel {
         if let Some(status) = grpc_status(&parts.headers) {
             return Err(status);
         }
-        let collected = body
-            .collect()
-            .await
-            .map_err(|e| CheckError::Rpc(tonic::Code::Unavailable, format!("reading the response: {e}")))?;
-        let trailers = collected.trailers().cloned();
-        let data = collected.to_bytes();
+        let reading =
+            |e: h2::Error| CheckError::Rpc(tonic::Code::Unavailable, format!("reading the response: {e}"));
+        let mut data = Bytes::new();
+        let mut more: Option<BytesMut> = None;
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(reading)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            let total = data.len() + more.as_ref().map_or(0, BytesMut::len) + chunk.len();
+            if total > MAX_RESPONSE + 5 {
+                return Err(CheckError::Rpc(
+                    tonic::Code::Internal,
+                    "response frame length is wrong or too large".into(),
+                ));
+            }
+            // The usual answer is one DATA frame: kept as is, no copy.
+            match &mut more {
+                None if data.is_empty() => data = chunk,
+                None => {
+                    let mut buf = BytesMut::with_capacity(total);
+                    buf.extend_from_slice(&data);
+                    buf.extend_from_slice(&chunk);
+                    more = Some(buf);
+                }
+                Some(buf) => buf.extend_from_slice(&chunk),
+            }
+        }
+        if let Some(buf) = more {
+            data = buf.freeze();
+        }
+        let trailers = body.trailers().await.map_err(reading)?;
         match trailers.as_ref().and_then(grpc_status) {
             Some(status) => return Err(status),
             None if trailers.is_none() => {

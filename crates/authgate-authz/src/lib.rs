@@ -127,7 +127,7 @@ pub enum BuildError {
 
 enum Transport {
     Http(Box<HttpProvider>),
-    Grpc(GrpcProvider),
+    Grpc(Box<GrpcProvider>),
 }
 
 /// One configured authz provider with its pooled connection. `Send + Sync`; share it in an
@@ -178,13 +178,13 @@ impl ProviderClient {
                 } else {
                     config.service.clone()
                 };
-                Transport::Grpc(GrpcProvider::new(
+                Transport::Grpc(Box::new(GrpcProvider::new(
                     &config.name,
                     &origin,
                     &authority,
                     config.body,
                     config.timeout,
-                )?)
+                )?))
             }
         };
         Ok(Self {
