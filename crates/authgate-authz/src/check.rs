@@ -139,7 +139,7 @@ pub(crate) fn header_list(parts: &CheckRequestParts<'_>) -> Vec<(String, String)
     out
 }
 
-fn joined_value(headers: &http::HeaderMap, name: &http::HeaderName) -> String {
+pub(crate) fn joined_value(headers: &http::HeaderMap, name: &http::HeaderName) -> String {
     let mut joined: Vec<u8> = Vec::new();
     for (i, v) in headers.get_all(name).iter().enumerate() {
         if i > 0 {

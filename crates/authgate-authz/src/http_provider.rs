@@ -6,12 +6,12 @@ use std::time::Duration;
 use authgate_config::{BodySettings, HeaderPattern, HttpProviderSettings, any_matches};
 use authgate_pool::{Pool, Protocol};
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::check::{CheckBody, CheckRequestParts, PARTIAL_BODY_HEADER, header_list, sanitize_utf8};
+use crate::check::{CheckBody, CheckRequestParts, PARTIAL_BODY_HEADER, joined_value, sanitize_utf8};
 use crate::format::HeaderFormatter;
 use crate::local_response::LocalResponse;
 use crate::mutation::{AllowMutations, HeaderAction, HeaderMutation, RequestMutation, ResponseMutation};
@@ -134,19 +134,24 @@ impl HttpProvider {
             CONTENT_LENGTH,
             HeaderValue::from(body.as_ref().map_or(0, |b| b.bytes.len())),
         );
-        for (name, value) in header_list(parts) {
-            if name.starts_with(':') || name == "content-length" {
+        // The client's headers as `header_list` presents them (repeated values joined with
+        // `,`, invalid UTF-8 bytes as `!`), read straight from the map: a single valid value is
+        // shared, not copied.
+        for name in parts.headers.keys() {
+            if name == HOST || name == CONTENT_LENGTH || name.as_str() == PARTIAL_BODY_HEADER {
                 continue;
             }
-            if name != "authorization" && !any_matches(&self.include, &name) {
+            if name != AUTHORIZATION && !any_matches(&self.include, name.as_str()) {
                 continue;
             }
-            // Both come from a valid HeaderMap; sanitizing only swaps bytes for `!`.
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                headers.insert(n, v);
+            let mut values = parts.headers.get_all(name).iter();
+            let value = match (values.next(), values.next()) {
+                (Some(v), None) if std::str::from_utf8(v.as_bytes()).is_ok() => Some(v.clone()),
+                (Some(_), _) => HeaderValue::from_str(&joined_value(parts.headers, name)).ok(),
+                (None, _) => None,
+            };
+            if let Some(v) = value {
+                headers.insert(name.clone(), v);
             }
         }
         if let Some(body) = &body {
