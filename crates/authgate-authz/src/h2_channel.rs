@@ -24,6 +24,8 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Receive windows (stream and connection): a large deny page arrives without a round trip of
 /// WINDOW_UPDATEs.
 const WINDOW: u32 = 1 << 20;
+/// Streams opened on a new connection before the service's SETTINGS say how many it takes.
+const INITIAL_MAX_STREAMS: usize = 100;
 
 /// One HTTP/2 connection: the sender every check clones, and whether its task has ended.
 #[derive(Clone)]
@@ -88,6 +90,10 @@ impl H2Channel {
         })?;
         let _ = stream.set_nodelay(true);
         let (sender, mut connection) = h2::client::Builder::new()
+            // Until the service's SETTINGS arrive, a burst on a new connection must not
+            // exceed what any server accepts (h2's default is unlimited; nghttp2 in Envoy and
+            // hyper use 100), or the excess is refused.
+            .initial_max_send_streams(INITIAL_MAX_STREAMS)
             .initial_window_size(WINDOW)
             .initial_connection_window_size(WINDOW)
             .enable_push(false)
@@ -161,32 +167,40 @@ impl H2Channel {
     /// the connection task runs, so they leave in one write (hyper's client flushed them
     /// apart: two segments, two wake-ups of the service).
     pub(crate) async fn unary<Resp: Message + Default>(&self, message: Bytes) -> Result<Resp, CheckError> {
-        let mut req = Request::post(self.uri.clone())
-            .header(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
-            .header(header::TE, HeaderValue::from_static("trailers"));
-        if let Some(t) = &self.grpc_timeout {
-            req = req.header("grpc-timeout", t.clone());
-        }
-        let req = req.body(()).map_err(|e| CheckError::Request(e.to_string()))?;
-
-        let (conn, mut sender) = self.ready_sender().await?;
-        let unavailable = |e: h2::Error| CheckError::Rpc(tonic::Code::Unavailable, e.to_string());
-        let (response, mut stream) = match sender.send_request(req, false) {
-            Ok(r) => r,
-            Err(e) => {
-                // The connection is unusable; the next check makes a new one.
-                self.forget(&conn);
-                return Err(unavailable(e));
+        let request = || {
+            let mut req = Request::post(self.uri.clone())
+                .header(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"))
+                .header(header::TE, HeaderValue::from_static("trailers"));
+            if let Some(t) = &self.grpc_timeout {
+                req = req.header("grpc-timeout", t.clone());
             }
+            req.body(()).map_err(|e| CheckError::Request(e.to_string()))
         };
-        stream.send_data(message, true).map_err(unavailable)?;
-        let resp = match response.await {
-            Ok(r) => r,
-            Err(e) => {
-                if e.is_go_away() || e.is_io() {
+        let unavailable = |e: h2::Error| CheckError::Rpc(tonic::Code::Unavailable, e.to_string());
+        let mut attempts = 0;
+        let resp = loop {
+            attempts += 1;
+            let (conn, mut sender) = self.ready_sender().await?;
+            let (response, mut stream) = match sender.send_request(request()?, false) {
+                Ok(r) => r,
+                Err(e) => {
+                    // The connection is unusable; the next check makes a new one.
                     self.forget(&conn);
+                    return Err(unavailable(e));
                 }
-                return Err(unavailable(e));
+            };
+            stream.send_data(message.clone(), true).map_err(unavailable)?;
+            match response.await {
+                Ok(r) => break r,
+                // REFUSED_STREAM means the service did not process the stream at all
+                // (RFC 9113 §8.7): sending it again is safe, once.
+                Err(e) if e.reason() == Some(h2::Reason::REFUSED_STREAM) && attempts < 2 => {}
+                Err(e) => {
+                    if e.is_go_away() || e.is_io() {
+                        self.forget(&conn);
+                    }
+                    return Err(unavailable(e));
+                }
             }
         };
         let (parts, mut body) = resp.into_parts();
@@ -207,7 +221,9 @@ impl H2Channel {
         while let Some(chunk) = body.data().await {
             let chunk = chunk.map_err(reading)?;
             let _ = body.flow_control().release_capacity(chunk.len());
-            let total = data.len() + more.as_ref().map_or(0, BytesMut::len) + chunk.len();
+            // `data` holds the first frame until a second arrives; from then on `more` holds all.
+            let received = more.as_ref().map_or(data.len(), BytesMut::len);
+            let total = received + chunk.len();
             if total > MAX_RESPONSE + 5 {
                 return Err(CheckError::Rpc(
                     tonic::Code::Internal,
@@ -229,24 +245,31 @@ impl H2Channel {
         if let Some(buf) = more {
             data = buf.freeze();
         }
+        // A call succeeded only when its trailers say `grpc-status: 0`; no trailers, or
+        // trailers without the status, is an error (Envoy: Unknown), never an allow.
         let trailers = body.trailers().await.map_err(reading)?;
-        match trailers.as_ref().and_then(grpc_status) {
-            Some(status) => return Err(status),
-            None if trailers.is_none() => {
+        match trailers.as_ref() {
+            Some(t) if t.contains_key(GRPC_STATUS) => {
+                if let Some(status) = grpc_status(t) {
+                    return Err(status);
+                }
+            }
+            _ => {
                 return Err(CheckError::Rpc(
-                    tonic::Code::Internal,
+                    tonic::Code::Unknown,
                     "response without grpc-status".into(),
                 ));
             }
-            None => {}
         }
         decode_message(data)
     }
 }
 
 /// `Some(error)` when the headers carry a non-zero `grpc-status`.
+const GRPC_STATUS: &str = "grpc-status";
+
 fn grpc_status(headers: &http::HeaderMap) -> Option<CheckError> {
-    let code = headers.get("grpc-status")?;
+    let code = headers.get(GRPC_STATUS)?;
     let code: i32 = code.to_str().ok().and_then(|c| c.parse().ok()).unwrap_or(2);
     if code == 0 {
         return None;
