@@ -294,10 +294,13 @@ pub(crate) fn split_authority(authority: &str) -> (&str, Option<&str>) {
 /// that has fewer than N entries, or an entry that is not an IP address, the direct peer is
 /// the client. IPv4-mapped IPv6 addresses are returned as IPv4.
 pub fn client_ip_from_headers(headers: &http::HeaderMap, peer: IpAddr, num_trusted_proxies: u32) -> IpAddr {
+    if num_trusted_proxies == 0 {
+        return peer.to_canonical();
+    }
     nth_from_right(headers.get_all(X_FORWARDED_FOR), peer, num_trusted_proxies)
 }
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
 
 fn nth_from_right<'a, I>(values: I, peer: IpAddr, n: u32) -> IpAddr
 where

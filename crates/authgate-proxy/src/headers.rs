@@ -16,6 +16,22 @@ const HOP_BY_HOP: [&str; 7] = [
     "trailer",
 ];
 
+/// Header names the pipeline sets or reads on every request: constants, so lookups skip
+/// parsing the name.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// Whether `name` is one of the names `strip_hop_by_hop` removes unconditionally, or `te`
+/// (kept only as `te: trailers`): one pass over the request's names decides whether the
+/// removals are needed at all.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    HOP_BY_HOP.contains(&n) || n == "http2-settings" || name == header::TE
+}
+
 /// Rejects the framing ambiguities request smuggling relies on. hyper already refuses most
 /// malformed framing; these are the ones it tolerates by the RFC's letter but a gateway must not.
 pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
@@ -47,7 +63,10 @@ pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
 /// thereby drop only headers it sent itself: the gateway adds its own and the authz service's
 /// headers after this runs.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Every Connection line counts, not only the first.
+    // Most messages carry none of these: one pass over the names, not a lookup per name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let nominated: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -96,6 +115,9 @@ const ENVOY_INTERNAL: [&str; 18] = [
 ];
 
 pub fn strip_internal(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        return;
+    }
     for name in ENVOY_INTERNAL {
         headers.remove(name);
     }

@@ -146,8 +146,8 @@ async fn proxy(
     // An edge gateway does not let external clients pick the request id that logs, the
     // authorization service and backends correlate on (Envoy with Istio's settings regenerates
     // it); behind trusted proxies the front proxy's id is kept.
-    if snap.config.gateway.num_trusted_proxies == 0 || !parts.headers.contains_key("x-request-id") {
-        parts.headers.insert("x-request-id", shared.request_id());
+    if snap.config.gateway.num_trusted_proxies == 0 || !parts.headers.contains_key(headers::X_REQUEST_ID) {
+        parts.headers.insert(headers::X_REQUEST_ID, shared.request_id());
     }
     // The connection manager's header mutations come before any filter, so the authorization
     // service sees them too (as with Envoy).
@@ -438,22 +438,22 @@ fn request_authority_raw(parts: &http::request::Parts) -> Result<String, ProxyEr
 /// and `x-forwarded-host` is dropped, unless trusted proxies sit in front
 /// (`numTrustedProxies` > 0); `x-forwarded-client-cert` only ever comes from our own TLS.
 fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32) {
-    if !h.contains_key("x-forwarded-for") {
+    if !h.contains_key(headers::X_FORWARDED_FOR) {
         // The common case: the peer alone, formatted once per connection.
-        h.insert("x-forwarded-for", conn.peer_ip.clone());
+        h.insert(headers::X_FORWARDED_FOR, conn.peer_ip.clone());
     } else {
         append_xff(h, conn);
     }
-    if trusted_hops == 0 || !h.contains_key("x-forwarded-proto") {
-        h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
+    if trusted_hops == 0 || !h.contains_key(headers::X_FORWARDED_PROTO) {
+        h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
     }
     if trusted_hops == 0 {
-        h.remove("x-forwarded-host");
+        h.remove(headers::X_FORWARDED_HOST);
     }
     if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
-        h.insert("x-forwarded-client-cert", xfcc);
+        h.insert(headers::X_FORWARDED_CLIENT_CERT, xfcc);
     } else {
-        h.remove("x-forwarded-client-cert");
+        h.remove(headers::X_FORWARDED_CLIENT_CERT);
     }
 }
 
@@ -461,7 +461,7 @@ fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32
 fn append_xff(h: &mut http::HeaderMap, conn: &ConnInfo) {
     let peer = conn.peer.ip().to_string();
     let mut xff = String::new();
-    for line in h.get_all("x-forwarded-for") {
+    for line in h.get_all(headers::X_FORWARDED_FOR) {
         if let Ok(v) = line.to_str()
             && !v.trim().is_empty()
         {
@@ -471,7 +471,7 @@ fn append_xff(h: &mut http::HeaderMap, conn: &ConnInfo) {
     }
     xff.push_str(&peer);
     if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+        h.insert(headers::X_FORWARDED_FOR, v);
     }
 }
 
