@@ -3,8 +3,12 @@
 //!
 //! - HTTP/1.1: a stack of idle connections. A request takes the most recently used one that is
 //!   ready (or makes a new one); the connection goes back when the response body has been read
-//!   to its end ([`PooledBody`]). A body dropped before its end takes the connection with it:
-//!   it is closed, never reused mid-body. An upgraded connection (101) is never reused.
+//!   to its end ([`PooledBody`]) and the request body has been sent whole. A body dropped
+//!   before its end takes the connection with it: it is closed, never reused mid-body. A
+//!   response that ends before its request body was sent (an early 200 or 413 to an upload)
+//!   closes the connection and stops the upload there ([`GuardedBody`]): the rest of the body
+//!   would otherwise reach the server as bytes after a complete exchange, which it reads as
+//!   the next request (smuggling). An upgraded connection (101) is never reused.
 //! - HTTP/2: one connection shared by every request (multiplexed), made again when it closes.
 //!
 //! A request is retried on another connection only when hyper hands it back unsent (the pooled
@@ -21,6 +25,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use atomic_waker::AtomicWaker;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -81,6 +87,9 @@ enum Kind {
     Canceled,
     /// The request was (or may have been) sent, and no response head came back.
     Send,
+    /// The server's response could not be parsed (bad status line, bad or conflicting
+    /// `Content-Length`, not HTTP).
+    Protocol,
 }
 
 impl Error {
@@ -94,6 +103,12 @@ impl Error {
     /// The connector failed: no connection was made, nothing was sent.
     pub fn is_connect(&self) -> bool {
         self.kind == Kind::Connect
+    }
+
+    /// The server answered with something that is not valid HTTP (a proxy's 502, Envoy's
+    /// UPE), as opposed to closing or resetting the connection.
+    pub fn is_protocol(&self) -> bool {
+        self.kind == Kind::Protocol
     }
 
     /// The request was provably never written to a connection.
@@ -118,6 +133,7 @@ impl fmt::Display for Error {
             Kind::Handshake => "upstream connection setup failed",
             Kind::Canceled => "upstream connection closed before the request was sent",
             Kind::Send => "upstream request failed",
+            Kind::Protocol => "upstream protocol error",
         })
     }
 }
@@ -153,7 +169,7 @@ struct Shared<B> {
 }
 
 struct Idle<B> {
-    tx: http1::SendRequest<B>,
+    tx: http1::SendRequest<GuardedBody<B>>,
     since: Instant,
 }
 
@@ -171,7 +187,7 @@ impl<B> Shared<B> {
 
     /// The most recently returned connection, unless it has been idle too long (then all are,
     /// and all are closed).
-    fn take(&self, now: Instant) -> Option<http1::SendRequest<B>> {
+    fn take(&self, now: Instant) -> Option<http1::SendRequest<GuardedBody<B>>> {
         let mut idle = self.lock();
         let top = idle.pop()?;
         if !self.expired(&top, now) {
@@ -185,7 +201,7 @@ impl<B> Shared<B> {
     }
 
     /// A connection whose exchange is complete goes back on top of the stack.
-    fn put(&self, tx: http1::SendRequest<B>) {
+    fn put(&self, tx: http1::SendRequest<GuardedBody<B>>) {
         if tx.is_closed() {
             return;
         }
@@ -203,7 +219,7 @@ impl<B> Shared<B> {
     }
 
     /// A connection still busy (see `checkout_h1`) goes under the others, to be tried last.
-    fn put_under(&self, tx: http1::SendRequest<B>) {
+    fn put_under(&self, tx: http1::SendRequest<GuardedBody<B>>) {
         if tx.is_closed() {
             return;
         }
@@ -312,34 +328,42 @@ where
         match self.protocol {
             Protocol::Http1 => {
                 request_target_h1(&mut req);
-                self.send_h1(req).await
+                self.send_h1(req.map(GuardedBody::new)).await
             }
             Protocol::Http2 => self.send_h2(req).await,
         }
     }
 
-    async fn send_h1(&self, mut req: Request<B>) -> Result<Response<PooledBody<B>>, Error> {
+    async fn send_h1(&self, mut req: Request<GuardedBody<B>>) -> Result<Response<PooledBody<B>>, Error> {
         loop {
             let (mut tx, reused) = match self.checkout_h1().await {
                 Some(tx) => (tx, true),
                 None => (Box::pin(self.connect_h1()).await?, false),
             };
+            let exchange = req.body().exchange.clone();
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok(self.h1_response(resp, tx)),
+                Ok(resp) => return Ok(self.h1_response(resp, tx, exchange)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         tracing::trace!(error = %e.error(), "pooled connection closed; request not sent, retrying");
                         req = unsent;
                     }
                     Some(_) => return Err(Error::new(Kind::Canceled, e.into_error())),
-                    None => return Err(Error::new(Kind::Send, e.into_error())),
+                    None => {
+                        let kind = if e.error().is_parse() {
+                            Kind::Protocol
+                        } else {
+                            Kind::Send
+                        };
+                        return Err(Error::new(kind, e.into_error()));
+                    }
                 },
             }
         }
     }
 
     /// An idle connection ready for a request, or `None` (then a new one is made).
-    async fn checkout_h1(&self) -> Option<http1::SendRequest<B>> {
+    async fn checkout_h1(&self) -> Option<http1::SendRequest<GuardedBody<B>>> {
         let now = Instant::now();
         let mut busy = None;
         let found = loop {
@@ -357,9 +381,9 @@ where
             match poll_ready_now(&mut tx).await {
                 Poll::Ready(Ok(())) => break Some(tx),
                 Poll::Ready(Err(_)) => continue,
-                // Still busy: the request body may still be streaming after an early
-                // response. Waiting for it could take as long as the client sending it, so
-                // it is set aside (a second such one is let go) and tried again later.
+                // Still busy: its last request bytes are still being flushed (a connection is
+                // pooled only once its request body has been read whole). Set aside (a
+                // second such one is let go) and tried again later.
                 Poll::Pending if busy.is_none() => busy = Some(tx),
                 Poll::Pending => {}
             }
@@ -381,7 +405,7 @@ where
             .map_err(|e| Error::new(Kind::Connect, e))
     }
 
-    async fn connect_h1(&self) -> Result<http1::SendRequest<B>, Error> {
+    async fn connect_h1(&self) -> Result<http1::SendRequest<GuardedBody<B>>, Error> {
         let io = self.connect().await?;
         let (mut tx, conn) = self
             .h1
@@ -398,20 +422,28 @@ where
         Ok(tx)
     }
 
-    fn h1_response(&self, resp: Response<Incoming>, tx: http1::SendRequest<B>) -> Response<PooledBody<B>> {
+    fn h1_response(
+        &self,
+        resp: Response<Incoming>,
+        tx: http1::SendRequest<GuardedBody<B>>,
+        exchange: Option<Arc<Exchange>>,
+    ) -> Response<PooledBody<B>> {
         let (parts, inner) = resp.into_parts();
+        let conn = Return {
+            tx,
+            shared: Arc::clone(&self.shared),
+            exchange,
+        };
         let conn = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            // The connection now belongs to the upgrade.
+            // The connection now belongs to the upgrade (the request body, if any, with it).
+            drop(conn);
             None
         } else if inner.is_end_stream() {
             // No body to wait for (HEAD, 204, 304, `content-length: 0`).
-            self.shared.put(tx);
+            conn.finish();
             None
         } else {
-            Some(Return {
-                tx,
-                shared: Arc::clone(&self.shared),
-            })
+            Some(conn)
         };
         Response::from_parts(parts, PooledBody { inner, conn })
     }
@@ -519,16 +551,130 @@ pub struct PooledBody<B> {
     conn: Option<Return<B>>,
 }
 
+/// An HTTP/1 connection in the middle of an exchange.
 struct Return<B> {
-    tx: http1::SendRequest<B>,
+    tx: http1::SendRequest<GuardedBody<B>>,
     shared: Arc<Shared<B>>,
+    /// Shared with the request body while it may still be streaming.
+    exchange: Option<Arc<Exchange>>,
+}
+
+impl<B> Return<B> {
+    /// The response is complete: the connection goes back to the pool if the request body
+    /// was sent whole; otherwise the upload is cut off and the connection closed.
+    fn finish(self) {
+        match self.exchange {
+            Some(exchange) if !exchange.request_done.load(Ordering::Acquire) => exchange.abandon(),
+            _ => self.shared.put(self.tx),
+        }
+    }
+}
+
+impl<B> Drop for PooledBody<B> {
+    /// Dropped before the response ended: the connection closes with the sender, and a request
+    /// body still streaming into it stops.
+    fn drop(&mut self) {
+        if let Some(exchange) = self.conn.as_ref().and_then(|c| c.exchange.as_ref()) {
+            exchange.abandon();
+        }
+    }
 }
 
 impl<B> PooledBody<B> {
     fn release(&mut self) {
         if let Some(r) = self.conn.take() {
-            r.shared.put(r.tx);
+            r.finish();
         }
+    }
+}
+
+/// The state one HTTP/1 request body shares with its response.
+struct Exchange {
+    /// The request body has yielded its last frame.
+    request_done: AtomicBool,
+    /// The response ended (or was dropped) first: the body must stop.
+    abandoned: AtomicBool,
+    /// The connection task polling the request body, to wake it when abandoned.
+    waker: AtomicWaker,
+}
+
+impl Exchange {
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+}
+
+/// A request body on its way to an HTTP/1 server. It records when it has been read whole, and
+/// fails (which makes hyper close the connection) once the response has ended without it: the
+/// rest of the body is then never written to a connection whose exchange is over.
+pub struct GuardedBody<B> {
+    inner: B,
+    /// `None` for a body that was empty from the start (nothing can follow the response).
+    exchange: Option<Arc<Exchange>>,
+}
+
+impl<B: Body> GuardedBody<B> {
+    fn new(inner: B) -> Self {
+        let exchange = (!inner.is_end_stream()).then(|| {
+            Arc::new(Exchange {
+                request_done: AtomicBool::new(false),
+                abandoned: AtomicBool::new(false),
+                waker: AtomicWaker::new(),
+            })
+        });
+        Self { inner, exchange }
+    }
+}
+
+/// The response ended before the request body was sent whole.
+#[derive(Debug)]
+struct ResponseCompletedFirst;
+
+impl fmt::Display for ResponseCompletedFirst {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the response ended before the request body was sent; connection closed")
+    }
+}
+
+impl StdError for ResponseCompletedFirst {}
+
+impl<B> Body for GuardedBody<B>
+where
+    B: Body + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, BoxError>>> {
+        let this = &mut *self;
+        let Some(exchange) = &this.exchange else {
+            return Pin::new(&mut this.inner).poll_frame(cx).map_err(Into::into);
+        };
+        // Registered before the check, so an `abandon` in between still wakes this task.
+        exchange.waker.register(cx.waker());
+        if exchange.abandoned.load(Ordering::Acquire) {
+            return Poll::Ready(Some(Err(Box::new(ResponseCompletedFirst))));
+        }
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            None => exchange.request_done.store(true, Ordering::Release),
+            Some(Ok(_)) if this.inner.is_end_stream() => exchange.request_done.store(true, Ordering::Release),
+            Some(_) => {}
+        }
+        Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

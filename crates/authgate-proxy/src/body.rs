@@ -1,6 +1,7 @@
 //! Body types: one boxed body for everything the proxy sends, and a body that replays the
 //! bytes buffered for the authorization check before the rest of the client's stream.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -31,6 +32,66 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed_unsync()
+}
+
+/// A response body that fails once the route's deadline has passed while it waits for the
+/// upstream (Envoy's route timeout covers the whole response, not only its head). The client's
+/// response then ends short (HTTP/1: the connection closes; HTTP/2: the stream is reset). No
+/// timer exists until the body actually has to wait.
+pub struct Deadline<B> {
+    inner: B,
+    deadline: tokio::time::Instant,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> Deadline<B> {
+    pub fn new(inner: B, deadline: std::time::Instant) -> Self {
+        Self {
+            inner,
+            deadline: tokio::time::Instant::from_std(deadline),
+            sleep: None,
+        }
+    }
+}
+
+/// The route timeout passed while the response body was still arriving.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream response body timed out (route timeout)")]
+pub struct BodyTimeout;
+
+impl<B> Body for Deadline<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// `prefix` (already read from the client for the check) followed by the unread rest.

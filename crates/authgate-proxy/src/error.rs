@@ -33,6 +33,9 @@ pub enum ProxyError {
     UpstreamTimeout,
     /// The upstream reset or broke the exchange before response headers (flag UR).
     UpstreamReset { reason: String },
+    /// The upstream answered with something that is not valid HTTP, or with an upgrade nobody
+    /// asked for (flag UPE).
+    UpstreamProtocolError { reason: String },
 }
 
 impl ProxyError {
@@ -47,6 +50,7 @@ impl ProxyError {
             Self::UpstreamUnavailable { .. } => "UF",
             Self::UpstreamTimeout => "UT",
             Self::UpstreamReset { .. } => "UR",
+            Self::UpstreamProtocolError { .. } => "UPE",
         }
     }
 
@@ -76,6 +80,10 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 Bytes::from_static(b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
             ),
+            Self::UpstreamProtocolError { .. } => (
+                StatusCode::BAD_GATEWAY,
+                Bytes::from_static(b"upstream connect error or disconnect/reset before headers. reset reason: protocol error"),
+            ),
         };
         plain(status, body)
     }
@@ -92,6 +100,9 @@ impl ProxyError {
             Self::UpstreamUnavailable { reason } => format!("upstream_connect_failure: {reason}"),
             Self::UpstreamTimeout => "upstream_response_timeout".into(),
             Self::UpstreamReset { reason } => format!("upstream_reset_before_response_started: {reason}"),
+            Self::UpstreamProtocolError { reason } => {
+                format!("upstream_reset_before_response_started{{protocol_error}}: {reason}")
+            }
         }
     }
 

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log::LogEntry;
-use crate::body::{self, ProxyBody, Replay};
+use crate::body::{self, Deadline, ProxyBody, Replay};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::server::Shared;
@@ -321,14 +321,22 @@ async fn proxy(
         .as_ref()
         .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let request = Request::from_parts(parts, body.unwrap_or_else(body::empty));
-    let timeout = route.timeout.unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    // Envoy's route timeout: the whole response, head and body; zero disables it.
+    let timeout = match route.timeout {
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(t),
+        None => Some(DEFAULT_ROUTE_TIMEOUT),
+    };
     let Some(pool) = endpoint.pool() else {
         return Err(ProxyError::UpstreamUnavailable {
             reason: "backend has no endpoints".into(),
         });
     };
     let upstream_start = Instant::now();
-    let result = tokio::time::timeout(timeout, pool.send(request)).await;
+    let result = match timeout {
+        Some(t) => tokio::time::timeout(t, pool.send(request)).await,
+        None => Ok(pool.send(request).await),
+    };
     log.upstream_time = Some(upstream_start.elapsed());
     endpoint.report(matches!(&result, Ok(Err(e)) if e.is_connect()));
     drop(endpoint);
@@ -336,6 +344,11 @@ async fn proxy(
         Err(_) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) if e.is_connect() => {
             return Err(ProxyError::UpstreamUnavailable {
+                reason: error_chain(&e),
+            });
+        }
+        Ok(Err(e)) if e.is_protocol() => {
+            return Err(ProxyError::UpstreamProtocolError {
                 reason: error_chain(&e),
             });
         }
@@ -349,10 +362,17 @@ async fn proxy(
 
     // Respond.
     let mut response = response;
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client) = client_upgrade
-    {
-        // Bytes flow only now that the backend has agreed to switch protocols.
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client) = client_upgrade else {
+            // A switch nobody asked for (only WebSocket upgrades are forwarded): relaying it
+            // would leave the client's connection in a protocol it never requested. Envoy
+            // answers 502 (UPE); the upstream connection is closed with the response.
+            return Err(ProxyError::UpstreamProtocolError {
+                reason: "101 Switching Protocols to a request without an upgrade".into(),
+            });
+        };
+        // Bytes flow only now that the backend has agreed to switch protocols. A tunnel
+        // outlives the route timeout (Envoy's applies until the upgrade's response headers).
         let backend = hyper::upgrade::on(&mut response);
         tokio::spawn(tunnel(client, backend));
     }
@@ -366,7 +386,13 @@ async fn proxy(
     for m in &response_mutations {
         m.apply(&mut rparts.headers);
     }
-    Ok(Response::from_parts(rparts, body::boxed(rbody)))
+    let rbody = match timeout {
+        Some(t) if !rbody.is_end_stream() && rparts.status != StatusCode::SWITCHING_PROTOCOLS => {
+            body::boxed(Deadline::new(rbody, upstream_start + t))
+        }
+        _ => body::boxed(rbody),
+    };
+    Ok(Response::from_parts(rparts, rbody))
 }
 
 /// What the policies see of a request and its connection.
