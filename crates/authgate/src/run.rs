@@ -67,16 +67,17 @@ pub async fn run(config: PathBuf, istio: Vec<PathBuf>, drain: Duration) -> anyho
 }
 
 /// Watches the directories holding the configuration files (editors replace files by rename,
-/// which a watch on the file itself would miss) and signals on any change in them.
+/// which a watch on the file itself would miss) and signals when a configuration file changes.
 fn watch(files: &[PathBuf], istio: &[PathBuf], tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     let targets: Vec<PathBuf> = files.iter().chain(istio).map(|p| absolute(p)).collect();
-    // Any change in a watched directory counts: Kubernetes updates mounted ConfigMaps by swapping
-    // a `..data` symlink, which never names the file itself. A spurious reload is harmless.
-    let handler = move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && !event.kind.is_access()
-        {
-            let _ = tx.try_send(());
+    let handler = {
+        let targets = targets.clone();
+        move |event: notify::Result<notify::Event>| {
+            if let Ok(event) = event
+                && concerns_config(&event, &targets)
+            {
+                let _ = tx.try_send(());
+            }
         }
     };
     let mut watcher = match notify::recommended_watcher(handler) {
@@ -104,6 +105,27 @@ fn watch(files: &[PathBuf], istio: &[PathBuf], tx: mpsc::Sender<()>) -> Option<n
         }
     }
     Some(watcher)
+}
+
+/// A change to one of the configuration files (a path in `targets`, or inside a watched
+/// directory given as a target), or to a `..`-prefixed entry: Kubernetes updates a mounted
+/// ConfigMap or Secret by swapping its `..data` symlink, which never names the file itself.
+/// Anything else in the same directory (the gateway's own log file, an editor's swap file) is
+/// ignored: reacting to it would rebuild the configuration, and drop every pooled connection,
+/// on each write (a reload loop when the log lives next to the config).
+fn concerns_config(event: &notify::Event, targets: &[PathBuf]) -> bool {
+    if event.kind.is_access() {
+        return false;
+    }
+    // No path: the watcher lost track (queue overflow); reload to be safe.
+    event.paths.is_empty()
+        || event.paths.iter().any(|p| {
+            targets
+                .iter()
+                .any(|t| p == t || (t.is_dir() && p.parent() == Some(t.as_path())))
+                || p.file_name()
+                    .is_some_and(|n| n.as_encoded_bytes().starts_with(b".."))
+        })
 }
 
 fn absolute(p: &Path) -> PathBuf {

@@ -303,6 +303,96 @@ async fn reload_under_load_via_sighup() {
     assert!(ok >= 10.0, "{text}");
 }
 
+// --- File watching --------------------------------------------------------------------------
+
+/// The config file sits in a directory where other files change all the time (here the
+/// gateway's own log, as `authgate run --config gw.yaml > gw.log` makes it): only changes to
+/// the config itself reload. Before, every write to any file of the directory reloaded the
+/// configuration (and dropped every pooled connection), and a log line per reload in the same
+/// directory kept it reloading forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_config_files_changing_triggers_a_reload() {
+    let backend = recorder().await;
+    let dir = TempDir::new("watch");
+    let yaml = |route: &str| {
+        render(DRAIN, &[("backend", backend.addr.to_string())])
+            .replace("name: all", &format!("name: {route}"))
+    };
+    let path = dir.write("gateway.yaml", &yaml("first"));
+    let mut gw = spawn_binary(&path, &[]);
+    assert_eq!(route_name(&mut gw).await, "first");
+    for i in 0..10 {
+        dir.write("gw.log", &format!("line {i}\n"));
+        dir.write(".gateway.yaml.swp", "editor state");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Well past the 200 ms debounce of any reload those writes could have started.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        reloads(&stats(&mut gw).await),
+        (0.0, 0.0),
+        "writes to other files of the config directory reloaded the configuration"
+    );
+
+    // An editor saving by rename still counts.
+    let tmp = dir.write("gateway.yaml.tmp", &yaml("second"));
+    std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("rename: {e}"));
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = route_name(&mut gw).await;
+        if seen == "second" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "second", "the renamed config was not picked up");
+    let (ok, failed) = reloads(&stats(&mut gw).await);
+    assert!(
+        (1.0..=2.0).contains(&ok) && failed == 0.0,
+        "reloads ok={ok} failed={failed}"
+    );
+    gw.assert_alive("after the reloads");
+}
+
+/// A Kubernetes ConfigMap volume: `gateway.yaml -> ..data/gateway.yaml`, `..data ->
+/// ..<timestamp>`; an update writes a new timestamped directory and renames a new `..data`
+/// symlink over the old one, never touching `gateway.yaml` itself. That still reloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_symlink_swap_reloads() {
+    use std::os::unix::fs::symlink;
+    let backend = recorder().await;
+    let dir = TempDir::new("configmap");
+    let yaml = |route: &str| {
+        render(DRAIN, &[("backend", backend.addr.to_string())])
+            .replace("name: all", &format!("name: {route}"))
+    };
+    let version = |name: &str, route: &str| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("mkdir: {e}"));
+        std::fs::write(d.join("gateway.yaml"), yaml(route)).unwrap_or_else(|e| panic!("write: {e}"));
+    };
+    version("..2026_12_04_1", "first");
+    symlink("..2026_12_04_1", dir.path().join("..data")).unwrap_or_else(|e| panic!("symlink: {e}"));
+    let path = dir.path().join("gateway.yaml");
+    symlink("..data/gateway.yaml", &path).unwrap_or_else(|e| panic!("symlink: {e}"));
+    let mut gw = spawn_binary(&path, &[]);
+    assert_eq!(route_name(&mut gw).await, "first");
+
+    version("..2026_12_04_2", "second");
+    symlink("..2026_12_04_2", dir.path().join("..data_tmp")).unwrap_or_else(|e| panic!("symlink: {e}"));
+    std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data"))
+        .unwrap_or_else(|e| panic!("rename: {e}"));
+    let mut seen = String::new();
+    for _ in 0..50 {
+        seen = route_name(&mut gw).await;
+        if seen == "second" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, "second", "the ConfigMap update was not picked up");
+}
+
 // --- SIGTERM drain --------------------------------------------------------------------------
 
 const DRAIN: &str = r#"
