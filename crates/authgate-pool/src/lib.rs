@@ -429,6 +429,9 @@ where
         exchange: Option<Arc<Exchange>>,
     ) -> Response<PooledBody<B>> {
         let (parts, inner) = resp.into_parts();
+        let early = exchange
+            .as_ref()
+            .is_some_and(|e| !e.request_done.load(Ordering::Acquire));
         let conn = Return {
             tx,
             shared: Arc::clone(&self.shared),
@@ -445,7 +448,7 @@ where
         } else {
             Some(conn)
         };
-        Response::from_parts(parts, PooledBody { inner, conn })
+        Response::from_parts(parts, PooledBody { inner, conn, early })
     }
 
     fn start_sweeper(&self) {
@@ -470,7 +473,13 @@ where
                 None => Box::pin(self.connect_h2()).await?,
             };
             match tx.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(|inner| PooledBody { inner, conn: None })),
+                Ok(resp) => {
+                    return Ok(resp.map(|inner| PooledBody {
+                        inner,
+                        conn: None,
+                        early: false,
+                    }));
+                }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => {
                         tracing::trace!(error = %e.error(), "HTTP/2 connection unusable; request not sent, retrying");
@@ -549,6 +558,8 @@ fn request_target_h1<B>(req: &mut Request<B>) {
 pub struct PooledBody<B> {
     inner: Incoming,
     conn: Option<Return<B>>,
+    /// The head came before the request body was sent whole.
+    early: bool,
 }
 
 /// An HTTP/1 connection in the middle of an exchange.
@@ -581,6 +592,13 @@ impl<B> Drop for PooledBody<B> {
 }
 
 impl<B> PooledBody<B> {
+    /// HTTP/1: the response head arrived before the request body was sent whole (an early
+    /// answer to an upload). The rest of the upload will not be forwarded, so the client's
+    /// connection should close after this response (Envoy adds `connection: close`).
+    pub fn request_unfinished(&self) -> bool {
+        self.early
+    }
+
     fn release(&mut self) {
         if let Some(r) = self.conn.take() {
             r.finish();

@@ -299,6 +299,7 @@ async fn proxy(
             reason: format!("invalid path after authorization: {e}"),
             close: false,
         })?;
+    let client_h1 = parts.version < Version::HTTP_2;
     let h2_upstream = upstream.protocol == authgate_config::UpstreamProtocol::Http2;
     parts.version = if h2_upstream {
         Version::HTTP_2
@@ -379,6 +380,13 @@ async fn proxy(
     let (mut rparts, rbody) = response.into_parts();
     if rparts.status != StatusCode::SWITCHING_PROTOCOLS {
         headers::strip_hop_by_hop(&mut rparts.headers);
+        if client_h1 && rbody.request_unfinished() {
+            // An early answer to an upload: the rest of the client's body goes nowhere, so
+            // its connection cannot carry another request (Envoy does the same).
+            rparts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
     }
     rparts
         .headers

@@ -833,6 +833,14 @@ async fn p11_early_response_then_body_is_not_smuggled_into_the_pooled_connection
         .unwrap_or_else(|e| panic!("{e}"));
     let (data, found) = read_until(&mut client, b"early", Duration::from_secs(5)).await;
     assert!(found, "no early answer: {:?}", String::from_utf8_lossy(&data));
+    // As Envoy: the early answer tells the client its connection ends with it.
+    assert!(
+        String::from_utf8_lossy(&data)
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "early answer without connection: close: {:?}",
+        String::from_utf8_lossy(&data)
+    );
     // The client now sends its body: bytes that read as a request.
     let _ = within("write body", client.write_all(smuggled)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
