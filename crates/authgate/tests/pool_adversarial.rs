@@ -1274,3 +1274,50 @@ async fn p21_authz_stalled_body_fails_closed_at_the_check_timeout() {
     assert!(!backend.targets().iter().any(|t| t == "/stall"));
     stop(gw).await;
 }
+
+/// The upload guard must not cost keep-alive: uploads the backend reads whole before answering
+/// (Content-Length in several frames, chunked in two writes) leave the connection pooled, and
+/// every request rides the same backend connection.
+#[tokio::test]
+async fn p22_uploads_read_whole_keep_the_connection_pooled() {
+    let backend = RawServer::start(echo_target).await;
+    let gw = gw_for(backend.addr, "5s").await;
+    let big = vec![b'x'; 256 * 1024];
+    for i in 0..3 {
+        let path = format!("/upload-{i}");
+        let r = within(&path, try_send(gw_addr(&gw), "POST", &path, &[], &big))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!((r.status.as_u16(), r.text()), (200, path.clone()));
+    }
+    for i in 0..3 {
+        let path = format!("/chunked-{i}");
+        let mut s = raw_connect(gw_addr(&gw)).await;
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: bookinfo.example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        );
+        within("write head", s.write_all(head.as_bytes()))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        within("write rest", s.write_all(b"6\r\n world\r\n0\r\n\r\n"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (data, found) = read_until(&mut s, path.as_bytes(), Duration::from_secs(5)).await;
+        assert!(found, "{path}: {:?}", String::from_utf8_lossy(&data));
+        assert_eq!(status_of(&data), Some(200), "{path}");
+        assert!(
+            !String::from_utf8_lossy(&data)
+                .to_ascii_lowercase()
+                .contains("connection: close"),
+            "{path}: a complete upload must not close the client connection"
+        );
+    }
+    expect_own_answer(&gw, "/after", "after the uploads").await;
+    assert_eq!(
+        backend.conns.load(Ordering::SeqCst),
+        1,
+        "uploads read whole should keep one reusable backend connection"
+    );
+    stop(gw).await;
+}
