@@ -41,7 +41,18 @@ impl Scanner {
     /// Returns true when a header block that names both fields has just ended.
     fn feed(&mut self, bytes: &[u8]) -> bool {
         let mut violation = false;
-        for &b in bytes {
+        let mut i = 0;
+        while i < bytes.len() {
+            if !self.at_line_start && !self.in_name {
+                // The rest of a line (request line, field value, body bytes) matters only for
+                // where it ends: skip to the next LF at memchr speed, not byte by byte.
+                match memchr::memchr(b'\n', &bytes[i..]) {
+                    Some(k) => i += k,
+                    None => break,
+                }
+            }
+            let b = bytes[i];
+            i += 1;
             if self.at_line_start {
                 match b {
                     b'\r' => continue,
@@ -157,6 +168,88 @@ mod tests {
         assert!(!s.feed(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Le"));
         assert!(!s.feed(b"ngth: 5\r\nTransfer-Encoding: chunked\r\n"));
         assert!(s.feed(b"\r\n0\r\n\r\n"));
+    }
+
+    /// The byte-at-a-time state machine the LF skipping replaced, as the reference.
+    fn reference(chunks: &[&[u8]]) -> Vec<bool> {
+        let (mut start, mut in_name, mut cl, mut te) = (true, false, false, false);
+        let mut name = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let mut violation = false;
+            for &b in *chunk {
+                if start {
+                    match b {
+                        b'\r' => continue,
+                        b'\n' => {
+                            violation |= cl && te;
+                            (cl, te) = (false, false);
+                            continue;
+                        }
+                        _ => {
+                            (start, in_name) = (false, true);
+                            name.clear();
+                        }
+                    }
+                }
+                if b == b'\n' {
+                    (start, in_name) = (true, false);
+                    continue;
+                }
+                if in_name {
+                    if b == b':' || b == b' ' || b == b'\t' {
+                        cl |= name == b"content-length";
+                        te |= name == b"transfer-encoding";
+                        in_name = false;
+                    } else if name.len() < 18 {
+                        name.push(b.to_ascii_lowercase());
+                    } else {
+                        in_name = false;
+                    }
+                }
+            }
+            out.push(violation);
+        }
+        out
+    }
+
+    #[test]
+    fn same_verdicts_as_the_byte_at_a_time_scanner() {
+        let pieces: [&[u8]; 10] = [
+            b"POST / HTTP/1.1\r\n",
+            b"Content-Length: 5\r\n",
+            b"transfer-encoding: chunked\r\n",
+            b"\r\n",
+            b"\n",
+            b"Host: x\r\n",
+            b"hello",
+            b"X-Long-Header-Name-Here: v\r\n",
+            b"CONTENT-LENGTH :1\n",
+            b"\r",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let mut stream = Vec::new();
+            for _ in 0..(1 + next(12)) {
+                stream.extend_from_slice(pieces[next(10) as usize]);
+            }
+            let mut chunks = Vec::new();
+            let mut rest: &[u8] = &stream;
+            while !rest.is_empty() {
+                let k = (1 + next(rest.len() as u64)) as usize;
+                chunks.push(&rest[..k]);
+                rest = &rest[k..];
+            }
+            let mut s = Scanner::new();
+            let got: Vec<bool> = chunks.iter().map(|c| s.feed(c)).collect();
+            assert_eq!(got, reference(&chunks), "{:?}", String::from_utf8_lossy(&stream));
+        }
     }
 
     #[test]
