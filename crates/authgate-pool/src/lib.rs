@@ -645,6 +645,21 @@ impl<B: Body> GuardedBody<B> {
     }
 }
 
+impl<B> Drop for GuardedBody<B> {
+    /// hyper drops a request body once it has written all of it (all `Content-Length` bytes,
+    /// or the trailers), even when the body itself has not yet seen its end (an HTTP/2
+    /// client's END_STREAM arriving in a later, empty frame). A body dropped after it was cut
+    /// off, or with its connection failing, leaves nothing to reuse either way: `put` skips
+    /// closed connections and a failed one is never ready again.
+    fn drop(&mut self) {
+        if let Some(exchange) = &self.exchange
+            && !exchange.abandoned.load(Ordering::Acquire)
+        {
+            exchange.request_done.store(true, Ordering::Release);
+        }
+    }
+}
+
 /// The response ended before the request body was sent whole.
 #[derive(Debug)]
 struct ResponseCompletedFirst;
@@ -679,10 +694,17 @@ where
             return Poll::Ready(Some(Err(Box::new(ResponseCompletedFirst))));
         }
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        match &frame {
-            None => exchange.request_done.store(true, Ordering::Release),
-            Some(Ok(_)) if this.inner.is_end_stream() => exchange.request_done.store(true, Ordering::Release),
-            Some(_) => {}
+        let last = match &frame {
+            None => true,
+            // Trailers end a body; hyper drops it after writing them, without polling again.
+            Some(Ok(f)) => f.is_trailers() || this.inner.is_end_stream(),
+            Some(Err(_)) => false,
+        };
+        if last {
+            exchange.request_done.store(true, Ordering::Release);
+        } else if let Some(Err(_)) = &frame {
+            // The upload failed: hyper closes the connection; nothing may reuse it.
+            exchange.abandoned.store(true, Ordering::Release);
         }
         Poll::Ready(frame.map(|f| f.map_err(Into::into)))
     }
