@@ -67,6 +67,29 @@ pub fn parse(
         return Err(ConfigErrors(errors));
     }
     config.files.extend(files);
+    // Certificates, keys and CAs too: a reload is how they rotate.
+    let tls_files: Vec<PathBuf> = config
+        .listeners
+        .iter()
+        .filter_map(|l| l.tls.as_ref())
+        .flat_map(|t| {
+            t.certificates
+                .iter()
+                .flat_map(|c| [c.cert_file.clone(), c.key_file.clone()])
+                .chain(t.client_ca_file.clone())
+        })
+        .chain(
+            config
+                .backends
+                .iter()
+                .filter_map(|b| b.tls.as_ref().and_then(|t| t.ca_file.clone())),
+        )
+        .collect();
+    for f in tls_files {
+        if !config.files.contains(&f) {
+            config.files.push(f);
+        }
+    }
     Ok(config)
 }
 
