@@ -93,14 +93,6 @@ fn reloads(text: &str) -> (f64, f64) {
     )
 }
 
-async fn route_name(gw: &mut Child) -> String {
-    let dump = gw.admin_get("/config_dump").await.json();
-    dump["routes"][0]["name"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no route name in {dump}"))
-        .to_owned()
-}
-
 #[derive(Default)]
 struct Load {
     ok: AtomicU64,
@@ -337,14 +329,7 @@ async fn only_the_config_files_changing_triggers_a_reload() {
     // An editor saving by rename still counts.
     let tmp = dir.write("gateway.yaml.tmp", &yaml("second"));
     std::fs::rename(&tmp, &path).unwrap_or_else(|e| panic!("rename: {e}"));
-    let mut seen = String::new();
-    for _ in 0..50 {
-        seen = route_name(&mut gw).await;
-        if seen == "second" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = wait_route(&mut gw, "second", 5).await;
     assert_eq!(seen, "second", "the renamed config was not picked up");
     let (ok, failed) = reloads(&stats(&mut gw).await);
     assert!(
@@ -382,14 +367,7 @@ async fn a_configmap_style_symlink_swap_reloads() {
     symlink("..2026_12_04_2", dir.path().join("..data_tmp")).unwrap_or_else(|e| panic!("symlink: {e}"));
     std::fs::rename(dir.path().join("..data_tmp"), dir.path().join("..data"))
         .unwrap_or_else(|e| panic!("rename: {e}"));
-    let mut seen = String::new();
-    for _ in 0..50 {
-        seen = route_name(&mut gw).await;
-        if seen == "second" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let seen = wait_route(&mut gw, "second", 5).await;
     assert_eq!(seen, "second", "the ConfigMap update was not picked up");
 }
 

@@ -1408,3 +1408,48 @@ fn parse_h2(buf: &[u8]) -> H2Outcome {
     }
     o
 }
+
+// --- The running binary's configuration, through its admin API -------------------------------
+
+/// (successful, failed) reloads so far.
+pub async fn reload_counts(gw: &mut Child) -> (f64, f64) {
+    let text = gw.admin_get("/stats/prometheus").await.text();
+    (
+        metric(&text, "authgate_config_reload_ok_total").unwrap_or(0.0),
+        metric(&text, "authgate_config_reload_failed_total").unwrap_or(0.0),
+    )
+}
+
+pub async fn route_name(gw: &mut Child) -> String {
+    let dump = gw.admin_get("/config_dump").await.json();
+    dump["routes"][0]["name"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no route name in {dump}"))
+        .to_owned()
+}
+
+/// Polls (bounded, ~`secs`) until the route is named `want`; returns the last name seen.
+pub async fn wait_route(gw: &mut Child, want: &str, secs: u64) -> String {
+    let mut seen = String::new();
+    for _ in 0..secs * 10 {
+        seen = route_name(gw).await;
+        if seen == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
+
+/// Polls (bounded) until ok+failed reloads reach `want`.
+pub async fn wait_reloads(gw: &mut Child, want: f64, secs: u64) -> (f64, f64) {
+    let mut seen = (0.0, 0.0);
+    for _ in 0..secs * 10 {
+        seen = reload_counts(gw).await;
+        if seen.0 + seen.1 >= want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen
+}
