@@ -524,3 +524,18 @@ async fn upgrades_work_and_the_connection_is_not_reused() {
     assert_eq!(get_text(&pool, addr, "/").await.1, "plain");
     assert_eq!(counts.accepted(), 2);
 }
+
+#[tokio::test]
+async fn an_idle_connection_the_server_closed_is_let_go_by_the_sweep() {
+    // The sweep (every half idle timeout, here 2 s) lets it go well before it would expire
+    // (4 s): a closed connection's socket is not held for the whole idle timeout.
+    let (addr, counts) = silent_closer(Duration::from_millis(10)).await;
+    let pool = pool_with(addr, Protocol::Http1, Duration::from_secs(4));
+    assert_eq!(get_text(&pool, addr, "/").await, (StatusCode::OK, "ok".into()));
+    assert_eq!(pool.idle_count(), 1);
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    assert_eq!(pool.idle_count(), 0, "the closed connection is no longer held");
+    assert_eq!(get_text(&pool, addr, "/").await, (StatusCode::OK, "ok".into()));
+    assert_eq!(counts.requests(), 2);
+    assert_eq!(counts.accepted(), 2);
+}
