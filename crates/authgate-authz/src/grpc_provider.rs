@@ -1,13 +1,14 @@
 //! `envoyExtAuthzGrpc`: `envoy.service.auth.v3.Authorization/Check` over one lazily connected,
 //! multiplexed HTTP/2 channel (envoy-ext-authz.md §5, §6; istio-ext-authz.md R-A20a, R-B5, R-B8).
 
+use std::fmt;
 use std::time::Duration;
 
 use authgate_config::BodySettings;
 use authgate_proto::auth::{CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response};
 use authgate_proto::core::HeaderValueOption;
 use authgate_proto::core::header_value_option::HeaderAppendAction;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http::header::{HOST, HeaderName, HeaderValue};
 
@@ -68,7 +69,7 @@ pub(crate) fn decide(response: CheckResponse) -> Decision {
     let code = response.status.as_ref().map_or(0, |s| s.code);
     if code == 0 {
         let mutations = match response.http_response {
-            Some(check_response::HttpResponse::OkResponse(ok)) => ok_mutations(&ok),
+            Some(check_response::HttpResponse::OkResponse(ok)) => ok_mutations(ok),
             _ => Ok(AllowMutations::default()),
         };
         return match mutations {
@@ -78,16 +79,17 @@ pub(crate) fn decide(response: CheckResponse) -> Decision {
     }
     match response.http_response {
         Some(check_response::HttpResponse::DeniedResponse(denied)) => {
-            match local_response(&denied, "denied_response") {
+            match local_response(denied, "denied_response") {
                 Ok(r) => Decision::Deny(r),
                 Err(reason) => Decision::Invalid(reason),
             }
         }
         Some(check_response::HttpResponse::ErrorResponse(error)) => {
-            match local_response(&error, "error_response") {
+            let status_set = error.status.as_ref().is_some_and(|s| s.code > 0);
+            match local_response(error, "error_response") {
                 Ok(r) => Decision::Error(CheckError::ErrorResponse {
                     code,
-                    status: error.status.as_ref().filter(|s| s.code > 0).map(|_| r.status),
+                    status: status_set.then_some(r.status),
                     headers: r.headers,
                     body: r.body,
                 }),
@@ -107,53 +109,83 @@ fn deny_status(code: i32) -> StatusCode {
         .unwrap_or(StatusCode::FORBIDDEN)
 }
 
-fn local_response(denied: &DeniedHttpResponse, field: &str) -> Result<LocalResponse, String> {
+fn local_response(denied: DeniedHttpResponse, field: &'static str) -> Result<LocalResponse, String> {
     let status = deny_status(denied.status.as_ref().map_or(0, |s| s.code));
     let mut headers = Vec::with_capacity(denied.headers.len());
-    for (i, opt) in denied.headers.iter().enumerate() {
+    for (index, opt) in denied.headers.into_iter().enumerate() {
         // GRPC-6 as Envoy 1.40 behaves: `append: true` entries never reach the local reply.
-        if legacy_append(opt) == Some(true) {
+        if legacy_append(&opt) == Some(true) {
             continue;
         }
-        let (name, value) = header_pair(opt, &format!("{field}.headers[{i}]"))?;
-        if name.starts_with(':') {
-            return Err(format!(
-                "{field}.headers[{i}]: pseudo-header {name:?} in a local reply"
-            ));
+        let at = At {
+            field,
+            list: "headers",
+            index,
+        };
+        match header_pair(opt, at)? {
+            (Key::Name(name), value) => headers.push((name, value)),
+            (Key::Pseudo(key), _) => {
+                return Err(format!("{at}: pseudo-header {key:?} in a local reply"));
+            }
         }
-        headers.push((parse_name(&name, field, i)?, value));
     }
     Ok(LocalResponse {
         status,
         headers,
-        body: bytes::Bytes::from(denied.body.clone().into_bytes()),
+        body: bytes::Bytes::from(denied.body),
     })
 }
 
-fn parse_name(name: &str, field: &str, i: usize) -> Result<HeaderName, String> {
-    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{field}[{i}]: invalid header name {name:?}"))
+/// Where a `HeaderValueOption` sits in the CheckResponse (`ok_response.headers[2]`), for error
+/// messages: formatted only when there is an error.
+#[derive(Clone, Copy)]
+struct At {
+    field: &'static str,
+    list: &'static str,
+    index: usize,
 }
 
-/// The lower-cased key and the value of one `HeaderValueOption`, validated.
-fn header_pair(opt: &HeaderValueOption, at: &str) -> Result<(String, HeaderValue), String> {
-    let Some(header) = &opt.header else {
+impl fmt::Display for At {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}[{}]", self.field, self.list, self.index)
+    }
+}
+
+/// A `HeaderValueOption`'s key: a header name (the `HeaderName` parse lower-cases it), or a
+/// lower-cased pseudo-header.
+enum Key {
+    Name(HeaderName),
+    Pseudo(String),
+}
+
+/// The key and the value of one `HeaderValueOption`, validated. The value's bytes are moved,
+/// not copied, into the `HeaderValue`.
+fn header_pair(opt: HeaderValueOption, at: At) -> Result<(Key, HeaderValue), String> {
+    let Some(header) = opt.header else {
         return Err(format!("{at}: missing header"));
     };
-    let key = header.key.to_ascii_lowercase();
-    if key.is_empty() {
+    if header.key.is_empty() {
         return Err(format!("{at}: empty header name"));
     }
     let raw = if header.value.is_empty() && !header.raw_value.is_empty() {
-        header.raw_value.as_slice()
+        Bytes::from(header.raw_value)
     } else {
-        header.value.as_bytes()
+        Bytes::from(header.value)
     };
-    let value =
-        HeaderValue::from_bytes(raw).map_err(|_| format!("{at}: invalid value for header {key:?}"))?;
-    if !key.starts_with(':') && HeaderName::from_bytes(key.as_bytes()).is_err() {
-        return Err(format!("{at}: invalid header name {key:?}"));
+    let Ok(value) = HeaderValue::from_maybe_shared(raw) else {
+        let key = header.key.to_ascii_lowercase();
+        return Err(format!("{at}: invalid value for header {key:?}"));
+    };
+    if header.key.starts_with(':') {
+        return Ok((Key::Pseudo(header.key.to_ascii_lowercase()), value));
     }
-    Ok((key, value))
+    match HeaderName::from_bytes(header.key.as_bytes()) {
+        Ok(name) => Ok((Key::Name(name), value)),
+        Err(_) => {
+            let key = header.key.to_ascii_lowercase();
+            Err(format!("{at}: invalid header name {key:?}"))
+        }
+    }
 }
 
 /// The deprecated `append` BoolValue: authz services still send it, and Envoy still honours it
@@ -171,7 +203,7 @@ fn pseudo_mutation(
     key: &str,
     value: HeaderValue,
     append: bool,
-    at: &str,
+    at: At,
 ) -> Result<(), String> {
     if append {
         tracing::debug!(
@@ -214,21 +246,30 @@ fn pseudo_mutation(
     Ok(())
 }
 
-fn ok_mutations(ok: &OkHttpResponse) -> Result<AllowMutations, String> {
+fn ok_mutations(ok: OkHttpResponse) -> Result<AllowMutations, String> {
     let mut request = RequestMutation::default();
     // GRPC-3 / OK-3, as Envoy 1.40 behaves: `append: true` entries go to the append bucket
     // (folded into an existing header, dropped when absent); every other entry, whatever its
     // `append_action`, goes to the set bucket. Sets are applied first, then appends.
     let mut appends = Vec::new();
-    for (i, opt) in ok.headers.iter().enumerate() {
-        let at = format!("ok_response.headers[{i}]");
-        let (key, value) = header_pair(opt, &at)?;
-        let append = legacy_append(opt) == Some(true);
-        if key.starts_with(':') || key == "host" {
-            pseudo_mutation(&mut request, &key, value, append, &at)?;
-            continue;
-        }
-        let name = parse_name(&key, "ok_response.headers", i)?;
+    for (index, opt) in ok.headers.into_iter().enumerate() {
+        let at = At {
+            field: "ok_response",
+            list: "headers",
+            index,
+        };
+        let append = legacy_append(&opt) == Some(true);
+        let (name, value) = match header_pair(opt, at)? {
+            (Key::Pseudo(key), value) => {
+                pseudo_mutation(&mut request, &key, value, append, at)?;
+                continue;
+            }
+            (Key::Name(name), value) if name == HOST => {
+                pseudo_mutation(&mut request, "host", value, append, at)?;
+                continue;
+            }
+            (Key::Name(name), value) => (name, value),
+        };
         if is_hop_or_framing(&name) {
             // The gateway frames the upstream request itself; an authz service never does.
             tracing::debug!(header = %name, "ignoring a framing header mutation from the authz service");
@@ -260,29 +301,39 @@ fn ok_mutations(ok: &OkHttpResponse) -> Result<AllowMutations, String> {
             .map_err(|e| format!("ok_response.query_parameters_to_set[{i}].key: {e}"))?;
         check_query_part(&q.value, false)
             .map_err(|e| format!("ok_response.query_parameters_to_set[{i}].value: {e}"))?;
-        request.query_set.push((q.key.clone(), q.value.clone()));
     }
-    request.query_remove.clone_from(&ok.query_parameters_to_remove);
+    request.query_set = ok
+        .query_parameters_to_set
+        .into_iter()
+        .map(|q| (q.key, q.value))
+        .collect();
+    request.query_remove = ok.query_parameters_to_remove;
 
     // OK-11 / GRPC-4: four buckets, applied add, set, add-if-absent, overwrite-if-exists.
     let (mut add, mut set, mut add_if_absent, mut overwrite) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (i, opt) in ok.response_headers_to_add.iter().enumerate() {
-        let at = format!("ok_response.response_headers_to_add[{i}]");
-        let (key, value) = header_pair(opt, &at)?;
-        if key.starts_with(':') {
-            return Err(format!("{at}: pseudo-header {key:?} in response headers"));
-        }
-        let name = parse_name(&key, "ok_response.response_headers_to_add", i)?;
+    for (index, opt) in ok.response_headers_to_add.into_iter().enumerate() {
+        let at = At {
+            field: "ok_response",
+            list: "response_headers_to_add",
+            index,
+        };
+        let (append_action, legacy) = (opt.append_action, legacy_append(&opt));
+        let (name, value) = match header_pair(opt, at)? {
+            (Key::Name(name), value) => (name, value),
+            (Key::Pseudo(key), _) => {
+                return Err(format!("{at}: pseudo-header {key:?} in response headers"));
+            }
+        };
         if is_hop_or_framing(&name) {
             tracing::debug!(header = %name, "ignoring a framing response header from the authz service");
             continue;
         }
         // An unknown `append_action` matches none of Envoy's cases: the entry is dropped.
-        let Ok(action) = HeaderAppendAction::try_from(opt.append_action) else {
+        let Ok(action) = HeaderAppendAction::try_from(append_action) else {
             continue;
         };
-        match legacy_append(opt) {
+        match legacy {
             Some(true) => add.push(HeaderMutation::new(name, value, HeaderAction::Add)),
             Some(false) => set.push(HeaderMutation::new(name, value, HeaderAction::Set)),
             None => match action {

@@ -36,23 +36,28 @@ impl HeaderMutation {
         Self { name, value, action }
     }
 
-    fn apply(&self, headers: &mut HeaderMap) {
-        let present = headers.contains_key(&self.name);
-        match self.action {
+    /// Consumes the operation: its name and value move into the map (a clone of a freshly
+    /// parsed name or value would allocate, to share its bytes).
+    fn apply(self, headers: &mut HeaderMap) {
+        let Self { name, value, action } = self;
+        match action {
             HeaderAction::Set => {
-                headers.insert(self.name.clone(), self.value.clone());
+                headers.insert(name, value);
             }
             HeaderAction::Add => {
-                headers.append(self.name.clone(), self.value.clone());
+                headers.append(name, value);
             }
-            HeaderAction::AddIfAbsent if !present => {
-                headers.append(self.name.clone(), self.value.clone());
+            HeaderAction::AddIfAbsent => {
+                if !headers.contains_key(&name) {
+                    headers.append(name, value);
+                }
             }
-            HeaderAction::OverwriteIfExists if present => {
-                headers.insert(self.name.clone(), self.value.clone());
+            HeaderAction::OverwriteIfExists => {
+                if headers.contains_key(&name) {
+                    headers.insert(name, value);
+                }
             }
-            HeaderAction::AppendIfExists if present => append_to_first(headers, &self.name, &self.value),
-            HeaderAction::AddIfAbsent | HeaderAction::OverwriteIfExists | HeaderAction::AppendIfExists => {}
+            HeaderAction::AppendIfExists => append_to_first(headers, &name, &value),
         }
     }
 }
@@ -112,12 +117,14 @@ impl RequestMutation {
     /// Envoy's OK-path order (envoy-ext-authz.md §6 OK-3..OK-9): header operations in their
     /// decided order (set, add, append-if-exists), removals (never pseudo-headers or host), then
     /// the query parameters, which rebuild the path with its parameters sorted by key.
-    pub fn apply(&self, headers: &mut HeaderMap, path_and_query: &mut String) {
-        for op in &self.headers {
+    ///
+    /// [`RequestMutation::method`] is not applied: take it out first.
+    pub fn apply(self, headers: &mut HeaderMap, path_and_query: &mut String) {
+        for op in self.headers {
             op.apply(headers);
         }
-        if let Some(path) = &self.path {
-            path_and_query.clone_from(path);
+        if let Some(path) = self.path {
+            *path_and_query = path;
         }
         for name in &self.remove {
             if name != HOST {
@@ -182,8 +189,8 @@ impl ResponseMutation {
     /// Applies the operations in order (the providers store them in Envoy's OK-11 order: add,
     /// set, add-if-absent, overwrite-if-exists). The HTTP provider's
     /// `headersToDownstreamOnAllow` are all `Add` (Envoy `addCopy`).
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        for op in &self.headers {
+    pub fn apply(self, headers: &mut HeaderMap) {
+        for op in self.headers {
             op.apply(headers);
         }
     }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use authgate_authz::{BufferedBody, CheckRequestParts, Decision, ResponseMutation};
+use authgate_authz::{AllowMutations, BufferedBody, CheckRequestParts, Decision, ResponseMutation};
 use authgate_policy::{
     LocalDecision, RequestAttributes, client_ip_from_headers, normalize_host, normalize_path,
 };
@@ -223,12 +223,16 @@ async fn proxy(
         log.authz(index, started.elapsed(), &decision);
         match decision {
             Decision::Allow(m) => {
-                mutated |= !m.request.is_empty();
-                m.request.apply(&mut parts.headers, &mut path_and_query);
-                if let Some(method) = m.request.method {
+                let AllowMutations {
+                    mut request,
+                    response,
+                } = m;
+                mutated |= !request.is_empty();
+                if let Some(method) = request.method.take() {
                     parts.method = method;
                 }
-                response_mutations.push(m.response);
+                request.apply(&mut parts.headers, &mut path_and_query);
+                response_mutations.push(response);
             }
             Decision::Deny(reply) => {
                 return Err(ProxyError::AuthzDenied {
@@ -391,7 +395,7 @@ async fn proxy(
     rparts
         .headers
         .insert(header::SERVER, HeaderValue::from_static("authgate"));
-    for m in &response_mutations {
+    for m in response_mutations {
         m.apply(&mut rparts.headers);
     }
     let rbody = match timeout {
