@@ -30,9 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RELEASE = ROOT / "target" / "release"
 
-# Loopback ports: a block away from the seed demo's (8080, 9080, 8000, 9000) and from the
-# usual choices of people experimenting by hand. BENCH_PORT_BASE moves the whole block.
-PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "47100"))
+# Loopback ports: a block away from the seed demo's (8080, 9080, 8000, 9000), from the usual
+# choices of people experimenting by hand, and below the kernel's ephemeral range (32768-60999
+# by default): inside it, any connection made during the run (the run's own clients, a test
+# suite next to it) can be given one of these ports as its local port, and the next proxy start
+# then fails with "Address already in use" mid-run. BENCH_PORT_BASE moves the whole block.
+PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "21100"))
 PROXY_PORT = PORT_BASE
 TLS_PORT = PORT_BASE + 1
 BACKEND_PORT = PORT_BASE + 2
@@ -217,6 +220,15 @@ class Proc:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+
+def ephemeral_port_range():
+    """The kernel's range for automatically chosen local ports, or None if unreadable."""
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return None
 
 
 def port_open(port, host="127.0.0.1"):
@@ -1095,6 +1107,10 @@ def main():
     busy = [p for p in (BACKEND_PORT, AUTHZ_HTTP_PORT, AUTHZ_GRPC_PORT, PROXY_PORT, TLS_PORT, ENVOY_ADMIN_PORT) if port_open(p)]
     if busy:
         sys.exit(f"bench: ports already in use: {busy} (another bench run?)")
+    eph = ephemeral_port_range()
+    if eph and PORT_BASE <= eph[1] and PORT_BASE + 5 >= eph[0]:
+        log(f"warning: ports {PORT_BASE}-{PORT_BASE + 5} are inside the ephemeral range {eph[0]}-{eph[1]}: "
+            "a connection made during the run may take one; pick BENCH_PORT_BASE below it")
 
     certs = make_certs(wd) if any(s.tls for s in scenarios) else {}
     meta = {
