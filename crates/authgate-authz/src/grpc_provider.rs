@@ -132,7 +132,7 @@ fn local_response(denied: DeniedHttpResponse, field: &'static str) -> Result<Loc
     Ok(LocalResponse {
         status,
         headers,
-        body: bytes::Bytes::from(denied.body),
+        body: Bytes::from(denied.body),
     })
 }
 
