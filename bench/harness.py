@@ -1063,6 +1063,8 @@ def tools_or_die(proxies):
 
 
 def main():
+    # `kill` (SIGTERM) unwinds like Ctrl-C: the finally blocks stop every process this run started.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a few seconds per scenario, 1 round (CI: proves the harness works)")
     ap.add_argument("--rounds", type=int, help="rounds per scenario (default 3; quick 1)")
