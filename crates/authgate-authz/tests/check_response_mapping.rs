@@ -19,7 +19,7 @@ use authgate_proto::core::{HeaderValue as ProtoHeader, HeaderValueOption, QueryP
 use authgate_proto::http_status::HttpStatus;
 use envoy_types::pb::google::protobuf::BoolValue;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use support::{ClientRequest, grpc_authz, grpc_provider};
+use support::{ClientRequest, grpc_authz, grpc_provider, ok, rpc_status};
 
 const APPEND_IF_EXISTS_OR_ADD: i32 = 0;
 const ADD_IF_ABSENT: i32 = 1;
@@ -62,22 +62,6 @@ fn missing(append: Option<bool>) -> HeaderValueOption {
         append: append.map(|value| BoolValue { value }),
         append_action: 0,
         keep_empty_value: false,
-    }
-}
-
-fn rpc_status(code: i32) -> Option<authgate_proto::rpc::Status> {
-    Some(authgate_proto::rpc::Status {
-        code,
-        message: String::new(),
-        details: vec![],
-    })
-}
-
-fn ok(resp: OkHttpResponse) -> CheckResponse {
-    CheckResponse {
-        status: rpc_status(0),
-        dynamic_metadata: None,
-        http_response: Some(check_response::HttpResponse::OkResponse(resp)),
     }
 }
 

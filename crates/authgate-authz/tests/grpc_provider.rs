@@ -17,7 +17,7 @@ use authgate_proto::core::{
 use authgate_proto::http_status::HttpStatus;
 use envoy_types::pb::google::protobuf::BoolValue;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use support::{ClientRequest, GrpcServer, body_settings, grpc_authz, grpc_provider};
+use support::{ClientRequest, GrpcServer, body_settings, grpc_authz, grpc_provider, ok, rpc_status};
 
 const APPEND_IF_EXISTS_OR_ADD: i32 = 0;
 const ADD_IF_ABSENT: i32 = 1;
@@ -40,22 +40,6 @@ fn opt(key: &str, value: &str, append: Option<bool>, action: i32) -> HeaderValue
 
 fn set(key: &str, value: &str) -> HeaderValueOption {
     opt(key, value, None, APPEND_IF_EXISTS_OR_ADD)
-}
-
-fn rpc_status(code: i32) -> Option<authgate_proto::rpc::Status> {
-    Some(authgate_proto::rpc::Status {
-        code,
-        message: String::new(),
-        details: vec![],
-    })
-}
-
-fn ok(resp: OkHttpResponse) -> CheckResponse {
-    CheckResponse {
-        status: rpc_status(0),
-        dynamic_metadata: None,
-        http_response: Some(check_response::HttpResponse::OkResponse(resp)),
-    }
 }
 
 fn denied(code: i32, status: u32, headers: Vec<HeaderValueOption>, body: &str) -> CheckResponse {

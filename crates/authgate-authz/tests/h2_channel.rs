@@ -24,7 +24,7 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use prost::Message;
-use support::{ClientRequest, grpc_authz, grpc_provider};
+use support::{ClientRequest, grpc_authz, grpc_provider, rpc_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -94,14 +94,6 @@ fn path_of(req: &CheckRequest) -> String {
         .and_then(|r| r.http.as_ref())
         .map(|h| h.path.clone())
         .unwrap_or_default()
-}
-
-fn rpc_status(code: i32) -> Option<authgate_proto::rpc::Status> {
-    Some(authgate_proto::rpc::Status {
-        code,
-        message: String::new(),
-        details: vec![],
-    })
 }
 
 fn deny(body: impl Into<String>) -> CheckResponse {

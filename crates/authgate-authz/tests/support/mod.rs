@@ -469,3 +469,23 @@ impl ClientRequest {
         }
     }
 }
+
+/// A gRPC status with `code` and nothing else.
+pub fn rpc_status(code: i32) -> Option<authgate_proto::rpc::Status> {
+    Some(authgate_proto::rpc::Status {
+        code,
+        message: String::new(),
+        details: vec![],
+    })
+}
+
+/// An OK CheckResponse carrying `resp`.
+pub fn ok(resp: authgate_proto::auth::OkHttpResponse) -> CheckResponse {
+    CheckResponse {
+        status: rpc_status(0),
+        dynamic_metadata: None,
+        http_response: Some(authgate_proto::auth::check_response::HttpResponse::OkResponse(
+            resp,
+        )),
+    }
+}
