@@ -19,7 +19,7 @@ use authgate_proto::core::{HeaderValue as ProtoHeader, HeaderValueOption, QueryP
 use authgate_proto::http_status::HttpStatus;
 use envoy_types::pb::google::protobuf::BoolValue;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use support::{ClientRequest, grpc_authz, grpc_provider, ok, rpc_status};
+use support::{ClientRequest, grpc_authz, grpc_provider, ok, path_of, rpc_status};
 
 const APPEND_IF_EXISTS_OR_ADD: i32 = 0;
 const ADD_IF_ABSENT: i32 = 1;
@@ -230,13 +230,7 @@ async fn run(cases: Vec<(&'static str, CheckResponse, String)>) {
     let responses: Arc<Vec<CheckResponse>> = Arc::new(cases.iter().map(|c| c.1.clone()).collect());
     let served = responses.clone();
     let server = grpc_authz(None, move |req| {
-        let path = req
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref())
-            .map(|h| h.path.clone())
-            .unwrap_or_default();
+        let path = path_of(req);
         let i: usize = path
             .strip_prefix("/case/")
             .and_then(|s| s.parse().ok())

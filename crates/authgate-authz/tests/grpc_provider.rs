@@ -17,7 +17,7 @@ use authgate_proto::core::{
 use authgate_proto::http_status::HttpStatus;
 use envoy_types::pb::google::protobuf::BoolValue;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use support::{ClientRequest, GrpcServer, body_settings, grpc_authz, grpc_provider, ok, rpc_status};
+use support::{ClientRequest, GrpcServer, body_settings, grpc_authz, grpc_provider, ok, path_of, rpc_status};
 
 const APPEND_IF_EXISTS_OR_ADD: i32 = 0;
 const ADD_IF_ABSENT: i32 = 1;
@@ -694,13 +694,7 @@ async fn invalid_mutations_are_invalid() {
 #[tokio::test]
 async fn one_connection_for_many_checks() {
     let server = grpc_authz(None, |req| {
-        let path = req
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref())
-            .map(|h| h.path.clone())
-            .unwrap_or_default();
+        let path = path_of(req);
         Ok(if path == "/deny" {
             denied(7, 403, vec![], "no")
         } else {

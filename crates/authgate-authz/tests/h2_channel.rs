@@ -24,7 +24,7 @@ use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use prost::Message;
-use support::{ClientRequest, grpc_authz, grpc_provider, rpc_status};
+use support::{ClientRequest, grpc_authz, grpc_provider, path_of, rpc_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -85,15 +85,6 @@ fn brief(d: &Decision) -> String {
 
 fn is_rpc_error(d: &Decision) -> bool {
     matches!(d, Decision::Error(CheckError::Rpc(code, _)) if *code != tonic::Code::Ok)
-}
-
-fn path_of(req: &CheckRequest) -> String {
-    req.attributes
-        .as_ref()
-        .and_then(|a| a.request.as_ref())
-        .and_then(|r| r.http.as_ref())
-        .map(|h| h.path.clone())
-        .unwrap_or_default()
 }
 
 fn deny(body: impl Into<String>) -> CheckResponse {

@@ -489,3 +489,13 @@ pub fn ok(resp: authgate_proto::auth::OkHttpResponse) -> CheckResponse {
         )),
     }
 }
+
+/// The `:path` the CheckRequest reports for the client's request.
+pub fn path_of(req: &CheckRequest) -> String {
+    req.attributes
+        .as_ref()
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref())
+        .map(|h| h.path.clone())
+        .unwrap_or_default()
+}
