@@ -65,6 +65,20 @@ impl Scanner {
                     }
                     _ => {
                         self.at_line_start = false;
+                        // The usual case, a whole line in this read: find the name's end and
+                        // compare it only when its length can match, then skip to the LF.
+                        let line_start = i - 1;
+                        if let Some(lf) = memchr::memchr(b'\n', &bytes[line_start..]) {
+                            let line = &bytes[line_start..line_start + lf];
+                            if let Some(end) = memchr::memchr3(b':', b' ', b'\t', line) {
+                                let name = &line[..end];
+                                self.seen_cl |= name.eq_ignore_ascii_case(CONTENT_LENGTH);
+                                self.seen_te |= name.eq_ignore_ascii_case(TRANSFER_ENCODING);
+                            }
+                            self.in_name = false;
+                            i = line_start + lf;
+                            continue;
+                        }
                         self.in_name = true;
                         self.name_len = 0;
                     }
@@ -215,7 +229,7 @@ mod tests {
 
     #[test]
     fn same_verdicts_as_the_byte_at_a_time_scanner() {
-        let pieces: [&[u8]; 10] = [
+        let pieces: [&[u8]; 15] = [
             b"POST / HTTP/1.1\r\n",
             b"Content-Length: 5\r\n",
             b"transfer-encoding: chunked\r\n",
@@ -226,6 +240,11 @@ mod tests {
             b"X-Long-Header-Name-Here: v\r\n",
             b"CONTENT-LENGTH :1\n",
             b"\r",
+            b"Transfer-Encoding\t: chunked\r\n",
+            b"Content-Length\r: 1\r\n",
+            b"content-lengthx: 1\r\n",
+            b"NoColonLine\r\n",
+            b"Transfer-Encodin",
         ];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = |n: u64| {
@@ -234,10 +253,10 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        for _ in 0..2000 {
+        for _ in 0..5000 {
             let mut stream = Vec::new();
             for _ in 0..(1 + next(12)) {
-                stream.extend_from_slice(pieces[next(10) as usize]);
+                stream.extend_from_slice(pieces[next(pieces.len() as u64) as usize]);
             }
             let mut chunks = Vec::new();
             let mut rest: &[u8] = &stream;
