@@ -789,6 +789,8 @@ def saturation(tools, scn, pids_fn, args):
         cpu = after.since(before)
         res["proxy_cpu_util_pct"] = 100 * cpu["cpu_s"] / cpu["wall_s"] if cpu["wall_s"] > 0 else 0
         res["proxy_cpu_us_per_req"] = cpu["cpu_s"] * 1e6 / max(rps * cpu["wall_s"], 1)
+        res["proxy_user_us_per_req"] = cpu["user_s"] * 1e6 / max(rps * cpu["wall_s"], 1)
+        res["proxy_sys_us_per_req"] = cpu["sys_s"] * 1e6 / max(rps * cpu["wall_s"], 1)
         res["cpu0_other_pct"] = 100 * cpu["cpu0_other_s"] / cpu["wall_s"] if cpu["wall_s"] > 0 else 0
     return res
 
@@ -799,7 +801,8 @@ def saturation(tools, scn, pids_fn, args):
 
 METRICS = [
     "cpu_us_per_req", "user_us_per_req", "sys_us_per_req", "p50_us", "p99_us", "p999_us",
-    "achieved_rps", "sat_rps", "sat_proxy_cpu_util_pct", "sat_cpu_us_per_req", "rss_kb", "errors",
+    "achieved_rps", "sat_rps", "sat_proxy_cpu_util_pct", "sat_cpu_us_per_req", "sat_user_us_per_req",
+    "sat_sys_us_per_req", "rss_kb", "errors",
     "unexpected_status", "cpu0_other_pct", "sat_cpu0_other_pct",
 ]
 
@@ -912,14 +915,14 @@ def markdown(results):
         f"Request: `GET {PATH}` (4.7 KB response).",
         "- CPU µs/req: the proxy's on-CPU time (schedstat, all threads; nginx master + worker) in the "
         "open-loop window ÷ responses completed in it; user/sys split from /proc/PID/stat. "
-        "CPU µs/req at sat: the same during the saturation run ÷ its requests. "
+        "CPU µs/req at sat: the same during the saturation run ÷ its requests (user/sys split the same way). "
         "Latency from the intended send time (open loop). RSS: VmHWM after all load (master + worker for nginx). "
         "CPU 0 noise: time CPU 0 spent on anything but the proxy during the measurement (should be ~0).",
         "",
-        "| scenario | proxy | CPU µs/req | user | sys | p50 µs | p99 µs | p99.9 µs | rate held | sat req/s | CPU µs/req at sat | proxy CPU % at sat | peak RSS MB | CPU 0 noise % | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| scenario | proxy | CPU µs/req | user | sys | p50 µs | p99 µs | p99.9 µs | rate held | sat req/s | CPU µs/req at sat | user at sat | sys at sat | proxy CPU % at sat | peak RSS MB | CPU 0 noise % | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    blank = " | ".join([""] * 13)
+    blank = " | ".join([""] * 15)
     noise = []
     for key, sres in results["scenarios"].items():
         for pname, pres in sres["proxies"].items():
@@ -941,7 +944,8 @@ def markdown(results):
                 f"| {label} | {name} | {fmt(m['cpu_us_per_req'])} | {fmt(m['user_us_per_req'])} | {fmt(m['sys_us_per_req'])} "
                 f"| {fmt(m['p50_us'], 0)} | {fmt(m['p99_us'], 0)} | {fmt(m['p999_us'], 0)} "
                 f"| {held(pres)} | {fmt(m['sat_rps'], 0)} "
-                f"| {fmt(m['sat_cpu_us_per_req'])} | {fmt(m['sat_proxy_cpu_util_pct'], 0)} | {fmt(rss)} | {fmt(worst, 0)} | {fmt(errs, 0)} |"
+                f"| {fmt(m['sat_cpu_us_per_req'])} | {fmt(m.get('sat_user_us_per_req'))} | {fmt(m.get('sat_sys_us_per_req'))} "
+                f"| {fmt(m['sat_proxy_cpu_util_pct'], 0)} | {fmt(rss)} | {fmt(worst, 0)} | {fmt(errs, 0)} |"
             )
     if any(p.get("overloaded_rounds") for sres in results["scenarios"].values() for p in sres["proxies"].values()):
         out += [
@@ -1195,6 +1199,8 @@ def main():
                         r["sat_rps"] = s["rps"]
                         r["sat_proxy_cpu_util_pct"] = s.get("proxy_cpu_util_pct")
                         r["sat_cpu_us_per_req"] = s.get("proxy_cpu_us_per_req")
+                        r["sat_user_us_per_req"] = s.get("proxy_user_us_per_req")
+                        r["sat_sys_us_per_req"] = s.get("proxy_sys_us_per_req")
                         r["sat_cpu0_other_pct"] = s.get("cpu0_other_pct")
                         r["sat"] = s
                         r["rss_kb"] = sum(vm_hwm_kb(pid) for pid in impl.pids())
@@ -1204,7 +1210,8 @@ def main():
                         log(
                             f"  cpu {fmt(r.get('cpu_us_per_req'))} µs/req (user {fmt(r.get('user_us_per_req'))}, "
                             f"sys {fmt(r.get('sys_us_per_req'))}), p99 {fmt(r['p99_us'], 0)} µs, "
-                            f"sat {fmt(r['sat_rps'], 0)} req/s, rss {r['rss_kb'] / 1024:.1f} MB, "
+                            f"sat {fmt(r['sat_rps'], 0)} req/s ({fmt(r.get('sat_cpu_us_per_req'))} µs/req: user "
+                            f"{fmt(r.get('sat_user_us_per_req'))}, sys {fmt(r.get('sat_sys_us_per_req'))}), rss {r['rss_kb'] / 1024:.1f} MB, "
                             f"errors {r['errors']}, unexpected {r['unexpected_status']}"
                         )
                         if r["errors"] or r["unexpected_status"]:
