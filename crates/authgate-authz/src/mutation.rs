@@ -114,6 +114,11 @@ impl RequestMutation {
             && self.query_remove.is_empty()
     }
 
+    /// Whether [`RequestMutation::apply`] writes the path (a new path or query parameters).
+    pub fn rewrites_path(&self) -> bool {
+        self.path.is_some() || !self.query_set.is_empty() || !self.query_remove.is_empty()
+    }
+
     /// Envoy's OK-path order (envoy-ext-authz.md §6 OK-3..OK-9): header operations in their
     /// decided order (set, add, append-if-exists), removals (never pseudo-headers or host), then
     /// the query parameters, which rebuild the path with its parameters sorted by key.

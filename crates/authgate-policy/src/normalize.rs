@@ -7,21 +7,34 @@ use std::net::{IpAddr, SocketAddr};
 use authgate_config::{EscapedSlashes, NormalizationMode, PathNormalization};
 
 /// A request target after normalization: the path every decision is made on, and the query
-/// forwarded untouched. The fragment is always gone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NormalizedTarget {
+/// forwarded untouched. The fragment is always gone. Borrowed from the request target where
+/// normalization changed nothing (the common case: no copy).
+#[derive(Debug, Clone)]
+pub struct NormalizedTarget<'a> {
     /// Normalized path, starting with `/`, without query or fragment. Policy paths match this.
-    pub path: String,
+    pub path: Cow<'a, str>,
     /// Raw query without the `?` (`Some("")` for a bare `?`); never normalized.
-    pub query: Option<String>,
+    pub query: Option<&'a str>,
+    /// The target as received, without its fragment, when the path needed no change.
+    unchanged: Option<&'a str>,
 }
 
-impl NormalizedTarget {
+/// Equal when path and query are: whether either was borrowed does not matter.
+impl PartialEq for NormalizedTarget<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.query == other.query
+    }
+}
+
+impl Eq for NormalizedTarget<'_> {}
+
+impl NormalizedTarget<'_> {
     /// `path?query`: what the ext_authz check and the upstream request carry.
     pub fn path_and_query(&self) -> Cow<'_, str> {
-        match &self.query {
-            None => Cow::Borrowed(&self.path),
-            Some(q) => Cow::Owned(format!("{}?{q}", self.path)),
+        match (self.unchanged, self.query) {
+            (Some(raw), _) => Cow::Borrowed(raw),
+            (None, None) => Cow::Borrowed(&self.path),
+            (None, Some(q)) => Cow::Owned(format!("{}?{q}", self.path)),
         }
     }
 }
@@ -81,7 +94,7 @@ fn unreserved(b: u8) -> bool {
 /// - `DECODE_AND_MERGE_SLASHES`: `%2F`/`%5C` decoded first, then MERGE_SLASHES.
 ///
 /// `escapedSlashes: UNESCAPE` decodes `%2F`/`%5C` in any mode; `KEEP` leaves them encoded.
-pub fn normalize_path(raw_target: &str, cfg: PathNormalization) -> Result<NormalizedTarget, PathError> {
+pub fn normalize_path(raw_target: &str, cfg: PathNormalization) -> Result<NormalizedTarget<'_>, PathError> {
     let without_fragment = raw_target.split_once('#').map_or(raw_target, |(t, _)| t);
     let (raw_path, query) = match without_fragment.split_once('?') {
         Some((p, q)) => (p, Some(q)),
@@ -99,8 +112,9 @@ pub fn normalize_path(raw_target: &str, cfg: PathNormalization) -> Result<Normal
     // and no empty segments: the path is already normal in every mode.
     if !raw_path.bytes().any(|b| matches!(b, b'%' | b'\\' | b';' | b'.')) && !raw_path.contains("//") {
         return Ok(NormalizedTarget {
-            path: raw_path.to_owned(),
-            query: query.map(str::to_owned),
+            path: Cow::Borrowed(raw_path),
+            query,
+            unchanged: Some(without_fragment),
         });
     }
     let mode = cfg.mode;
@@ -152,8 +166,9 @@ pub fn normalize_path(raw_target: &str, cfg: PathNormalization) -> Result<Normal
             return Err(PathError::PathParameters);
         }
         return Ok(NormalizedTarget {
-            path: bytes_to_string(out),
-            query: query.map(str::to_owned),
+            path: Cow::Owned(bytes_to_string(out)),
+            query,
+            unchanged: None,
         });
     }
 
@@ -177,8 +192,9 @@ pub fn normalize_path(raw_target: &str, cfg: PathNormalization) -> Result<Normal
         path = merge_slashes(&path);
     }
     Ok(NormalizedTarget {
-        path,
-        query: query.map(str::to_owned),
+        path: Cow::Owned(path),
+        query,
+        unchanged: None,
     })
 }
 
@@ -254,11 +270,15 @@ fn merge_slashes(path: &str) -> String {
 /// `Example.COM.:8080` → (`example.com`, Some(8080)); `[::1]:443` → (`[::1]`, Some(443)); a
 /// bare IPv6 address or a malformed port yields `None` for the port and the host as given
 /// (lower-cased, trailing dot removed).
-pub fn normalize_host(authority: &str) -> (String, Option<u16>) {
+pub fn normalize_host(authority: &str) -> (Cow<'_, str>, Option<u16>) {
     let (host, port) = split_authority(authority);
     let port = port.and_then(|p| p.parse::<u16>().ok());
     let host = host.strip_suffix('.').unwrap_or(host);
-    (host.to_ascii_lowercase(), port)
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        (Cow::Owned(host.to_ascii_lowercase()), port)
+    } else {
+        (Cow::Borrowed(host), port)
+    }
 }
 
 /// `host[:port]` → (host, Some(port digits)) without allocating. The port part is only split
@@ -482,11 +502,27 @@ mod tests {
         }
     }
 
+    /// A path that needs no change is not copied: path and `path?query` borrow the target.
+    #[test]
+    fn normal_paths_are_borrowed() {
+        let t = normalize_path("/productpage?id=1#top", base()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(t.path, Cow::Borrowed("/productpage")), "{t:?}");
+        assert!(matches!(t.path_and_query(), Cow::Borrowed("/productpage?id=1")));
+        let t = normalize_path("/a/./b?id=1", base()).unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(t.path, Cow::Owned(_)), "{t:?}");
+        assert_eq!(t.path_and_query(), "/a/b?id=1");
+        assert!(matches!(
+            normalize_host("example.com:80").0,
+            Cow::Borrowed("example.com")
+        ));
+        assert!(matches!(normalize_host("Example.com.").0, Cow::Owned(ref h) if h == "example.com"));
+    }
+
     #[test]
     fn query_kept_verbatim() {
         let t = normalize_path("/a/../b?x=/../%2e&y#z", base()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.path, "/b");
-        assert_eq!(t.query.as_deref(), Some("x=/../%2e&y"));
+        assert_eq!(t.query, Some("x=/../%2e&y"));
         assert_eq!(t.path_and_query(), "/b?x=/../%2e&y");
         let t = normalize_path("/b?", base()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.path_and_query(), "/b?");
@@ -531,7 +567,7 @@ mod tests {
         assert_eq!(normalize_host("::1"), ("::1".into(), None));
         assert_eq!(normalize_host("h:99999"), ("h".into(), None));
         assert_eq!(normalize_host("h:x"), ("h:x".into(), None));
-        assert_eq!(normalize_host(""), (String::new(), None));
+        assert_eq!(normalize_host(""), ("".into(), None));
     }
 
     fn hv(s: &str) -> http::HeaderValue {

@@ -32,6 +32,42 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&n) || n == "http2-settings" || name == header::TE
 }
 
+/// What one pass over a request's header names found: which of the receive steps have work to
+/// do. Most requests carry none of these names, and each step skipped saves a hash lookup.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Present {
+    /// A name [`strip_hop_by_hop`] removes, or `te`.
+    pub hop_by_hop: bool,
+    /// An `x-envoy-*` name ([`strip_internal`]).
+    pub envoy_internal: bool,
+    /// `content-length` or `transfer-encoding` ([`check_framing`]).
+    pub framing: bool,
+    pub upgrade: bool,
+    pub forwarded_for: bool,
+    pub forwarded_host: bool,
+    pub forwarded_client_cert: bool,
+}
+
+/// One pass over the names. A flag may stay set after a later step removed the header (the
+/// `Connection` header can nominate any name): a flag only ever saves work, so a stale one
+/// costs a lookup that finds nothing, never a header left behind.
+pub fn survey(headers: &HeaderMap) -> Present {
+    let mut p = Present::default();
+    for name in headers.keys() {
+        p.hop_by_hop |= is_hop_by_hop(name);
+        p.framing |= name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING;
+        p.upgrade |= name == header::UPGRADE;
+        let n = name.as_str();
+        if n.starts_with("x-") {
+            p.envoy_internal |= n.starts_with("x-envoy-");
+            p.forwarded_for |= name == X_FORWARDED_FOR;
+            p.forwarded_host |= name == X_FORWARDED_HOST;
+            p.forwarded_client_cert |= name == X_FORWARDED_CLIENT_CERT;
+        }
+    }
+    p
+}
+
 /// Rejects the framing ambiguities request smuggling relies on. hyper already refuses most
 /// malformed framing; these are the ones it tolerates by the RFC's letter but a gateway must not.
 pub fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
@@ -199,6 +235,45 @@ mod tests {
         let mut h = map(&[("te", "gzip, trailers")]);
         strip_hop_by_hop(&mut h);
         assert!(h.get("te").is_none());
+    }
+
+    #[test]
+    fn survey_finds_each_name_whatever_else_is_there() {
+        let p = survey(&map(&[("host", "x"), ("user-agent", "u"), ("x-custom", "1")]));
+        assert!(
+            !(p.hop_by_hop
+                || p.envoy_internal
+                || p.framing
+                || p.upgrade
+                || p.forwarded_for
+                || p.forwarded_host
+                || p.forwarded_client_cert)
+        );
+        let flag = |name: &'static str| {
+            let p = survey(&map(&[("host", "x"), (name, "v"), ("accept", "*/*")]));
+            [
+                p.hop_by_hop,
+                p.envoy_internal,
+                p.framing,
+                p.upgrade,
+                p.forwarded_for,
+                p.forwarded_host,
+                p.forwarded_client_cert,
+            ]
+        };
+        let t = true;
+        let f = false;
+        assert_eq!(flag("connection"), [t, f, f, f, f, f, f]);
+        assert_eq!(flag("keep-alive"), [t, f, f, f, f, f, f]);
+        assert_eq!(flag("te"), [t, f, f, f, f, f, f]);
+        assert_eq!(flag("http2-settings"), [t, f, f, f, f, f, f]);
+        assert_eq!(flag("x-envoy-internal"), [f, t, f, f, f, f, f]);
+        assert_eq!(flag("content-length"), [f, f, t, f, f, f, f]);
+        assert_eq!(flag("transfer-encoding"), [t, f, t, f, f, f, f]);
+        assert_eq!(flag("upgrade"), [t, f, f, t, f, f, f]);
+        assert_eq!(flag("x-forwarded-for"), [f, f, f, f, t, f, f]);
+        assert_eq!(flag("x-forwarded-host"), [f, f, f, f, f, t, f]);
+        assert_eq!(flag("x-forwarded-client-cert"), [f, f, f, f, f, f, t]);
     }
 
     #[test]

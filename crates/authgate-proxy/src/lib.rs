@@ -3,6 +3,7 @@
 
 mod access_log;
 mod admin;
+mod authority;
 mod body;
 mod error;
 mod framing;

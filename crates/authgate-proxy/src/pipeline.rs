@@ -16,6 +16,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::access_log::LogEntry;
+use crate::authority;
 use crate::body::{self, Deadline, ProxyBody, Replay};
 use crate::error::ProxyError;
 use crate::headers;
@@ -90,7 +91,10 @@ async fn proxy(
     let (mut parts, body) = req.into_parts();
 
     // Receive: framing guards, hop-by-hop hygiene, one authority, one normalized path.
-    headers::check_framing(&parts.headers)?;
+    let present = headers::survey(&parts.headers);
+    if present.framing {
+        headers::check_framing(&parts.headers)?;
+    }
     if parts.version < Version::HTTP_2 && conn.framing_violation.load(std::sync::atomic::Ordering::Relaxed) {
         return Err(ProxyError::BadRequest {
             reason: "both content-length and transfer-encoding".into(),
@@ -107,9 +111,17 @@ async fn proxy(
     }
     // Only WebSocket upgrades are tunnelled (Istio configures no other upgrade type); any
     // other `Upgrade` (h2c included) is stripped below and the request proxied as a plain one.
-    let upgrade = headers::upgrade_tokens(&parts.headers).filter(|(_, proto)| headers::is_websocket(proto));
-    headers::strip_hop_by_hop(&mut parts.headers);
-    headers::strip_internal(&mut parts.headers);
+    let upgrade = present
+        .upgrade
+        .then(|| headers::upgrade_tokens(&parts.headers))
+        .flatten()
+        .filter(|(_, proto)| headers::is_websocket(proto));
+    if present.hop_by_hop {
+        headers::strip_hop_by_hop(&mut parts.headers);
+    }
+    if present.envoy_internal {
+        headers::strip_internal(&mut parts.headers);
+    }
     if parts.version == Version::HTTP_2 {
         // RFC 9113 §8.2.3: HTTP/2 may split `cookie`; it is one field again before anything
         // reads it (Envoy does the same; HTTP/1 requests are left as sent).
@@ -120,16 +132,24 @@ async fn proxy(
         parts.headers.insert(header::CONNECTION, connection.clone());
         parts.headers.insert(header::UPGRADE, proto.clone());
     }
-    let authority = request_authority(&parts)?;
+    let authority_value = request_authority(&parts.uri, &parts.headers)?;
+    // Validated above: authority characters only, so ASCII.
+    let authority = std::str::from_utf8(authority_value.as_bytes()).map_err(|_| ProxyError::BadRequest {
+        reason: "invalid authority".into(),
+        close: false,
+    })?;
     // From here on the authority lives only in `authority`: the check request carries it as
     // :authority / Host, and it is restored as Host just before forwarding.
     parts.headers.remove(header::HOST);
     // Only origin-form and absolute-form targets name a path; authority-form (CONNECT's) is
     // refused rather than read as "/".
-    let raw_target = match parts.uri.path_and_query() {
+    // The received URI is kept apart: the path and the authority borrow from it, and the
+    // upstream URI replaces it.
+    let uri = std::mem::take(&mut parts.uri);
+    let raw_target = match uri.path_and_query() {
         Some(p) if parts.method != http::Method::CONNECT => p.as_str(),
         // `GET http://host HTTP/1.1`: absolute-form with an empty path means "/".
-        None if parts.uri.scheme().is_some() && parts.method != http::Method::CONNECT => "/",
+        None if uri.scheme().is_some() && parts.method != http::Method::CONNECT => "/",
         _ => {
             return Err(ProxyError::BadRequest {
                 reason: "request target is not a path".into(),
@@ -142,7 +162,7 @@ async fn proxy(
             reason: e.to_string(),
             close: false,
         })?;
-    let (host, _) = normalize_host(&authority);
+    let (host, _) = normalize_host(authority);
     // An edge gateway does not let external clients pick the request id that logs, the
     // authorization service and backends correlate on (Envoy with Istio's settings regenerates
     // it); behind trusted proxies the front proxy's id is kept.
@@ -158,9 +178,16 @@ async fn proxy(
         conn.peer.ip(),
         snap.config.gateway.num_trusted_proxies,
     );
-    forwarded_headers(&mut parts.headers, conn, snap.config.gateway.num_trusted_proxies);
-    let mut path_and_query = target.path_and_query().into_owned();
-    log.set_request(&authority, &path_and_query, &parts.headers);
+    forwarded_headers(
+        &mut parts.headers,
+        &present,
+        conn,
+        snap.config.gateway.num_trusted_proxies,
+    );
+    // Borrowed from the request line unless normalization or the authorization service
+    // changes it.
+    let mut path_and_query = target.path_and_query();
+    log.set_request(authority, &path_and_query, &parts.headers);
 
     // Route: no route, no authorization call (Envoy skips ext_authz without a route).
     let (route_index, route) = snap.route(&host, &target.path).ok_or(ProxyError::NoRoute)?;
@@ -174,7 +201,7 @@ async fn proxy(
         &parts,
         &target.path,
         &path_and_query,
-        &authority,
+        authority,
         remote_ip,
     ));
     log.audit = verdict.audit;
@@ -206,7 +233,7 @@ async fn proxy(
             .check(&CheckRequestParts {
                 method: &parts.method,
                 path_and_query: &path_and_query,
-                authority: &authority,
+                authority,
                 scheme: conn.scheme,
                 version: parts.version,
                 headers: &parts.headers,
@@ -231,7 +258,12 @@ async fn proxy(
                 if let Some(method) = request.method.take() {
                     parts.method = method;
                 }
-                request.apply(&mut parts.headers, &mut path_and_query);
+                if request.rewrites_path() {
+                    request.apply(&mut parts.headers, path_and_query.to_mut());
+                } else {
+                    // Headers only: the path stays borrowed (nothing is written to it).
+                    request.apply(&mut parts.headers, &mut String::new());
+                }
                 response_mutations.push(response);
             }
             Decision::Deny(reply) => {
@@ -268,7 +300,7 @@ async fn proxy(
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .unwrap_or(&authority);
+            .unwrap_or(authority);
         snap.policy
             .evaluate(&attributes(
                 conn,
@@ -297,12 +329,17 @@ async fn proxy(
         })?;
     log.forwarded = true;
     let endpoint = upstream.pick();
-    parts.uri = endpoint
-        .uri(&path_and_query)
-        .map_err(|e| ProxyError::BadRequest {
-            reason: format!("invalid path after authorization: {e}"),
-            close: false,
-        })?;
+    // The target as received, when forwarded unchanged, is reused without a parse or a copy.
+    let received = uri.path_and_query().filter(|pq| pq.as_str() == path_and_query);
+    parts.uri = match received.and_then(|pq| endpoint.origin_form(pq)) {
+        Some(uri) => uri,
+        None => endpoint
+            .uri(&path_and_query)
+            .map_err(|e| ProxyError::BadRequest {
+                reason: format!("invalid path after authorization: {e}"),
+                close: false,
+            })?,
+    };
     let client_h1 = parts.version < Version::HTTP_2;
     let h2_upstream = upstream.protocol == authgate_config::UpstreamProtocol::Http2;
     parts.version = if h2_upstream {
@@ -314,10 +351,7 @@ async fn proxy(
     // service, which Envoy honours.
     let host = match parts.headers.remove(header::HOST) {
         Some(h) => h,
-        None => HeaderValue::from_str(&authority).map_err(|_| ProxyError::BadRequest {
-            reason: "invalid authority".into(),
-            close: false,
-        })?,
+        None => authority_value.clone(),
     };
     if !h2_upstream {
         parts.headers.insert(header::HOST, host);
@@ -433,34 +467,38 @@ fn attributes<'a>(
 }
 
 /// The one authority routing, policy, authorization and the upstream all use: the absolute-form
-/// target's when present (RFC 9112 §3.2.2 says it replaces Host), else `:authority`/Host.
-fn request_authority(parts: &http::request::Parts) -> Result<String, ProxyError> {
-    let authority = request_authority_raw(parts)?;
+/// target's when present (RFC 9112 §3.2.2 says it replaces Host), else `:authority`/Host. The
+/// Host value is shared, not copied.
+fn request_authority(uri: &http::Uri, headers: &http::HeaderMap) -> Result<HeaderValue, ProxyError> {
+    let value = request_authority_raw(uri, headers)?;
     // One grammar for every source: no userinfo (`x@admin.example.com`), no spaces or slashes.
-    match authority.parse::<http::uri::Authority>() {
-        Ok(a) if !a.as_str().contains('@') && !a.host().is_empty() => Ok(authority),
-        _ => Err(ProxyError::BadRequest {
-            reason: format!("invalid authority {authority:?}"),
+    if authority::is_valid_authority(value.as_bytes()) {
+        Ok(value)
+    } else {
+        Err(ProxyError::BadRequest {
+            reason: format!(
+                "invalid authority {:?}",
+                String::from_utf8_lossy(value.as_bytes())
+            ),
             close: false,
-        }),
+        })
     }
 }
 
-fn request_authority_raw(parts: &http::request::Parts) -> Result<String, ProxyError> {
-    if let Some(a) = parts.uri.authority() {
-        return Ok(a.as_str().to_owned());
+fn request_authority_raw(uri: &http::Uri, headers: &http::HeaderMap) -> Result<HeaderValue, ProxyError> {
+    if let Some(a) = uri.authority() {
+        return HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest {
+            reason: format!("invalid authority {:?}", a.as_str()),
+            close: false,
+        });
     }
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let mut hosts = headers.get_all(header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (Some(h), None) => h
-            .to_str()
-            .ok()
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .ok_or_else(|| ProxyError::BadRequest {
-                reason: "invalid host header".into(),
-                close: false,
-            }),
+        (Some(h), None) if h.to_str().is_ok_and(|s| !s.is_empty()) => Ok(h.clone()),
+        (Some(_), None) => Err(ProxyError::BadRequest {
+            reason: "invalid host header".into(),
+            close: false,
+        }),
         (Some(_), Some(_)) => Err(ProxyError::BadRequest {
             reason: "multiple host headers".into(),
             close: true,
@@ -475,8 +513,13 @@ fn request_authority_raw(parts: &http::request::Parts) -> Result<String, ProxyEr
 /// `x-forwarded-for` gets the peer appended; `x-forwarded-proto` is the downstream scheme
 /// and `x-forwarded-host` is dropped, unless trusted proxies sit in front
 /// (`numTrustedProxies` > 0); `x-forwarded-client-cert` only ever comes from our own TLS.
-fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32) {
-    if !h.contains_key(headers::X_FORWARDED_FOR) {
+fn forwarded_headers(
+    h: &mut http::HeaderMap,
+    present: &headers::Present,
+    conn: &ConnInfo,
+    trusted_hops: u32,
+) {
+    if !present.forwarded_for {
         // The common case: the peer alone, formatted once per connection.
         h.insert(headers::X_FORWARDED_FOR, conn.peer_ip.clone());
     } else {
@@ -485,12 +528,12 @@ fn forwarded_headers(h: &mut http::HeaderMap, conn: &ConnInfo, trusted_hops: u32
     if trusted_hops == 0 || !h.contains_key(headers::X_FORWARDED_PROTO) {
         h.insert(headers::X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
     }
-    if trusted_hops == 0 {
+    if trusted_hops == 0 && present.forwarded_host {
         h.remove(headers::X_FORWARDED_HOST);
     }
     if let Some(xfcc) = conn.tls.as_ref().and_then(|t| t.xfcc.clone()) {
         h.insert(headers::X_FORWARDED_CLIENT_CERT, xfcc);
-    } else {
+    } else if present.forwarded_client_cert {
         h.remove(headers::X_FORWARDED_CLIENT_CERT);
     }
 }

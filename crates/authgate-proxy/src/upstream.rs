@@ -91,6 +91,16 @@ impl<'a> Pick<'a> {
         s.parse()
     }
 
+    /// [`Pick::uri`] for a path already parsed (the request's own, forwarded unchanged): the
+    /// origin form shares its bytes. `None` where the endpoint needs the absolute form.
+    pub fn origin_form(&self, path_and_query: &http::uri::PathAndQuery) -> Option<Uri> {
+        let endpoint = self.upstream.endpoints.get(self.index)?;
+        (endpoint.base_is_uri
+            && self.upstream.protocol == UpstreamProtocol::Http1
+            && path_and_query.as_str().starts_with('/'))
+        .then(|| Uri::from(path_and_query.clone()))
+    }
+
     /// Passive health: a refused connection ejects the endpoint for a while; a success clears
     /// its failure count.
     pub fn report(&self, connect_failed: bool) {

@@ -138,7 +138,7 @@ pub fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
         remote_ip,
         destination_ip: local.ip(),
         headers: &headers,
-        sni: (scheme == "https").then_some(host.as_str()),
+        sni: (scheme == "https").then_some(host.as_ref()),
         principal: None,
     };
     let explanation = engine.explain(&attrs);
