@@ -11,7 +11,7 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 
-use crate::check::{CheckBody, CheckRequestParts, PARTIAL_BODY_HEADER, joined_value, sanitize_utf8};
+use crate::check::{CheckBody, CheckRequestParts, PARTIAL_BODY_HEADER, joined_value};
 use crate::format::HeaderFormatter;
 use crate::local_response::LocalResponse;
 use crate::mutation::{AllowMutations, HeaderAction, HeaderMutation, RequestMutation, ResponseMutation};
@@ -46,6 +46,8 @@ pub(crate) struct HttpProvider {
     client: Pool<HttpConnector<TokioResolver>, Full<Bytes>>,
     /// `http://host:port`, no trailing slash.
     origin: String,
+    /// `origin` parses as a URI.
+    origin_is_uri: bool,
     path_prefix: String,
     include: Vec<HeaderPattern>,
     additional: Vec<(HeaderName, HeaderFormatter)>,
@@ -90,13 +92,17 @@ impl HttpProvider {
             max_idle: usize::MAX,
         };
         // An origin that is no URI fails each check when its request is built.
-        let dst = origin
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("http://invalid"));
-        let client = Pool::new(connector(), dst, &pool_config);
+        let dst = origin.parse::<Uri>();
+        let origin_is_uri = dst.is_ok();
+        let client = Pool::new(
+            connector(),
+            dst.unwrap_or_else(|_| Uri::from_static("http://invalid")),
+            &pool_config,
+        );
         Ok(Self {
             client,
             origin,
+            origin_is_uri,
             path_prefix: settings.path_prefix.clone(),
             include: settings.include_request_headers.clone(),
             additional,
@@ -117,22 +123,19 @@ impl HttpProvider {
         parts: &CheckRequestParts<'_>,
     ) -> Result<Request<Full<Bytes>>, CheckError> {
         let body = CheckBody::from_parts(parts, self.body.as_ref());
-        let mut target =
-            String::with_capacity(self.origin.len() + self.path_prefix.len() + parts.path_and_query.len());
-        target.push_str(&self.origin);
-        target.push_str(&self.path_prefix);
-        target.push_str(parts.path_and_query);
-        let uri: Uri = target
-            .parse()
-            .map_err(|e| CheckError::Request(format!("check request path {target:?}: {e}")))?;
+        let uri = self.check_uri(parts.path_and_query)?;
 
         let mut headers = HeaderMap::new();
-        let authority = HeaderValue::from_str(&sanitize_utf8(parts.authority.as_bytes()))
+        // `authority` is a `&str`: already valid UTF-8, nothing to sanitize.
+        let authority = HeaderValue::from_str(parts.authority)
             .map_err(|e| CheckError::Request(format!("client authority as Host: {e}")))?;
         headers.insert(HOST, authority);
         headers.insert(
             CONTENT_LENGTH,
-            HeaderValue::from(body.as_ref().map_or(0, |b| b.bytes.len())),
+            match &body {
+                None => HeaderValue::from_static("0"),
+                Some(b) => HeaderValue::from(b.bytes.len()),
+            },
         );
         // The client's headers as `header_list` presents them (repeated values joined with
         // `,`, invalid UTF-8 bytes as `!`), read straight from the map: a single valid value is
@@ -178,6 +181,29 @@ impl HttpProvider {
         *request.version_mut() = http::Version::HTTP_11;
         *request.headers_mut() = headers;
         Ok(request)
+    }
+
+    /// `origin` + pathPrefix + path. The pool sends HTTP/1 in origin form, so the origin is
+    /// only validated, not carried: the path is parsed once, with no URI string built.
+    fn check_uri(&self, path_and_query: &str) -> Result<Uri, CheckError> {
+        if self.origin_is_uri {
+            let target = if self.path_prefix.is_empty() {
+                http::uri::PathAndQuery::try_from(path_and_query)
+            } else {
+                http::uri::PathAndQuery::try_from(format!("{}{path_and_query}", self.path_prefix))
+            };
+            if let Ok(pq) = target
+                && pq.as_str().starts_with('/')
+            {
+                return Ok(Uri::from(pq));
+            }
+        }
+        // Anything else (an origin that is no URI, a path that does not parse) fails here
+        // with the whole target in the message.
+        let target = format!("{}{}{path_and_query}", self.origin, self.path_prefix);
+        target
+            .parse()
+            .map_err(|e| CheckError::Request(format!("check request path {target:?}: {e}")))
     }
 
     pub(crate) async fn check(&self, parts: &CheckRequestParts<'_>) -> Decision {
