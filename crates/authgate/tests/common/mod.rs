@@ -170,10 +170,22 @@ pub async fn black_hole() -> SocketAddr {
     a
 }
 
-/// An address nothing listens on.
+/// An address nothing listens on, and that nothing else in this test process can take: the
+/// port stays bound (never listening, so connections are refused) until the process exits. A
+/// port merely bound and released could be handed to the next listener a concurrent test binds
+/// (a backend answering 200), turning "nothing listening" into something answering.
 pub async fn closed_port() -> SocketAddr {
-    let l = bind().await;
-    addr(&l)
+    static RESERVED: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().unwrap_or_else(|e| panic!("socket: {e}"));
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .unwrap_or_else(|e| panic!("bind: {e}"));
+    let addr = socket.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
+    RESERVED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(socket);
+    addr
 }
 
 // ---------------------------------------------------------------------------------------------
