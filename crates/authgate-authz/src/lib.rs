@@ -81,6 +81,13 @@ impl CheckError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, Self::Timeout)
     }
+
+    /// The check could not be formed from the client's request (e.g. a target too long for a
+    /// URI once the path prefix is added). The client caused it, so `failOpen` must not let
+    /// the request through unchecked.
+    pub fn is_request(&self) -> bool {
+        matches!(self, Self::Request(_))
+    }
 }
 
 impl fmt::Display for CheckError {

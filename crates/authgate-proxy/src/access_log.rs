@@ -94,6 +94,7 @@ impl LogEntry {
             Decision::Allow(_) => "allowed",
             Decision::Deny(_) => "denied",
             Decision::Error(e) if e.is_timeout() => "timeout",
+            Decision::Error(e) if e.is_request() => "unbuildable",
             Decision::Error(_) => "error",
             Decision::Invalid(_) => "invalid",
         };

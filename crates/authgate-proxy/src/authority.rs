@@ -146,4 +146,81 @@ mod tests {
         // The generator reaches both answers often enough for the comparison to mean something.
         assert!(accepted > 1_000, "only {accepted} accepted");
     }
+
+    /// The values a client picks to split parsers (zone ids with and without
+    /// `%25`, ports that are not numbers, brackets in odd places, whitespace and obs-text, a
+    /// bare colon), each answered as the `http` crate answers it.
+    #[test]
+    fn parser_splitting_cases_agree_with_http_crate() {
+        for s in [
+            "[fe80::1%eth0]",
+            "[fe80::1%25eth0]:8080",
+            "[fe80::1%]",
+            "[%]",
+            "%[::1]",
+            "[::1]:",
+            "[::1]x",
+            "[::1]:80:81",
+            "a[::1]",
+            "[]",
+            "[v1.x]",
+            "[::1]%",
+            ":",
+            "::",
+            "h:",
+            "h:abc",
+            "h.example.",
+            "H.EXAMPLE:443",
+            "h.example:65536",
+            " h.example",
+            "h.example ",
+            "\th",
+            "h\x7f",
+            "h\u{ff}",
+            "h@",
+            "@",
+            "h%",
+            "h%2",
+            "h%zz",
+        ] {
+            assert_eq!(
+                is_valid_authority(s.as_bytes()),
+                http_crate_says(s.as_bytes()),
+                "{s:?}"
+            );
+        }
+    }
+
+    /// Every string of up to two bytes, and every string of up to four bytes over the
+    /// characters the grammar treats specially.
+    #[test]
+    fn agrees_with_http_crate_exhaustively_on_short_strings() {
+        for a in 0..=255u8 {
+            assert_eq!(is_valid_authority(&[a]), http_crate_says(&[a]), "{a:#x}");
+            for b in 0..=255u8 {
+                assert_eq!(
+                    is_valid_authority(&[a, b]),
+                    http_crate_says(&[a, b]),
+                    "{a:#x} {b:#x}"
+                );
+            }
+        }
+        const SPECIAL: &[u8] = b"a1:[]%@/?# \t.\x80";
+        let n = SPECIAL.len();
+        for len in 3..=4u32 {
+            for mut code in 0..n.pow(len) {
+                let mut s = Vec::with_capacity(len as usize);
+                for _ in 0..len {
+                    s.push(SPECIAL[code % n]);
+                    code /= n;
+                }
+                assert_eq!(
+                    is_valid_authority(&s),
+                    http_crate_says(&s),
+                    "{:?}",
+                    String::from_utf8_lossy(&s)
+                );
+            }
+        }
+    }
 }

@@ -292,4 +292,92 @@ mod tests {
         assert!(check_framing(&map(&[("transfer-encoding", "Chunked")])).is_ok());
         assert!(check_framing(&map(&[("content-length", "3")])).is_ok());
     }
+
+    /// The survey-gated receive steps (as the pipeline runs them) leave the
+    /// same headers, the same framing verdict and the same upgrade as running every step, on
+    /// random requests heavy in hop-by-hop names and `Connection` nominations; and a flag that
+    /// says a forwarding header is absent is never wrong after the strips (a stale `true`,
+    /// left by a nomination, only costs a lookup).
+    #[test]
+    fn survey_gated_steps_match_the_ungated_ones() {
+        const NAMES: [&str; 16] = [
+            "connection",
+            "te",
+            "upgrade",
+            "transfer-encoding",
+            "content-length",
+            "keep-alive",
+            "proxy-connection",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-client-cert",
+            "x-envoy-internal",
+            "x-envoy-custom",
+            "x-other",
+            "host",
+            "trailer",
+            "http2-settings",
+        ];
+        const VALUES: [&str; 12] = [
+            "chunked",
+            "3",
+            "websocket",
+            "trailers",
+            "Upgrade",
+            "keep-alive, Upgrade",
+            "x-forwarded-for",
+            "X-Forwarded-Host, x-envoy-internal",
+            "x-forwarded-client-cert,x-other",
+            "te, close",
+            "h2c",
+            "",
+        ];
+        let mut state = 0x853c_49e6_748f_ea9bu64;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for _ in 0..20_000 {
+            let mut h = HeaderMap::new();
+            for _ in 0..next(7) {
+                h.append(
+                    NAMES[next(NAMES.len())],
+                    HeaderValue::from_static(VALUES[next(VALUES.len())]),
+                );
+            }
+            // Every step, unconditionally.
+            let mut old = h.clone();
+            let old_framing = check_framing(&old).is_ok();
+            let old_upgrade = upgrade_tokens(&old).filter(|(_, p)| is_websocket(p));
+            strip_hop_by_hop(&mut old);
+            strip_internal(&mut old);
+            // Gated by the survey.
+            let mut new = h.clone();
+            let present = survey(&new);
+            let new_framing = !present.framing || check_framing(&new).is_ok();
+            let new_upgrade = present
+                .upgrade
+                .then(|| upgrade_tokens(&new))
+                .flatten()
+                .filter(|(_, p)| is_websocket(p));
+            if present.hop_by_hop {
+                strip_hop_by_hop(&mut new);
+            }
+            if present.envoy_internal {
+                strip_internal(&mut new);
+            }
+            assert_eq!(old_framing, new_framing, "{h:?}");
+            assert_eq!(old_upgrade, new_upgrade, "{h:?}");
+            assert_eq!(old, new, "{h:?}");
+            for (flag, name) in [
+                (present.forwarded_for, X_FORWARDED_FOR),
+                (present.forwarded_host, X_FORWARDED_HOST),
+                (present.forwarded_client_cert, X_FORWARDED_CLIENT_CERT),
+            ] {
+                assert!(flag || !new.contains_key(&name), "{name} missed in {h:?}");
+            }
+        }
+    }
 }

@@ -303,7 +303,11 @@ impl SnapshotMetrics {
                     if other == "timeout" {
                         p.timeout.inc();
                     }
-                    if other != "invalid" && snap.config.providers.get(*i).is_some_and(|c| c.fail_open) {
+                    // An unbuildable check fails closed even with failOpen (see the pipeline).
+                    if other != "invalid"
+                        && other != "unbuildable"
+                        && snap.config.providers.get(*i).is_some_and(|c| c.fail_open)
+                    {
                         p.failure_mode_allowed.inc();
                     }
                 }

@@ -278,7 +278,9 @@ async fn proxy(
                     reason,
                 });
             }
-            Decision::Error(e) if config.fail_open => {
+            // `failOpen` covers the authorization service failing, not a check the client's
+            // own request made impossible to send: that would be a way around the check.
+            Decision::Error(e) if config.fail_open && !e.is_request() => {
                 // Counted in ext_authz_failure_mode_allowed; a log line per request would flood
                 // the log exactly when the authorization service is down.
                 tracing::debug!(provider = %config.name, error = %e, "ext_authz failed; failing open as configured");
