@@ -4,26 +4,20 @@
 use std::time::Duration;
 
 use authgate_config::{BodySettings, HeaderPattern, HttpProviderSettings, any_matches};
-use authgate_pool::{Pool, Protocol};
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::connect::HttpConnector;
 
 use crate::check::{CheckBody, CheckRequestParts, PARTIAL_BODY_HEADER, joined_value};
 use crate::format::HeaderFormatter;
+use crate::http1_check::CheckConnections;
 use crate::local_response::LocalResponse;
 use crate::mutation::{AllowMutations, HeaderAction, HeaderMutation, RequestMutation, ResponseMutation};
-use crate::resolve::{TokioResolver, connector};
+use crate::resolve::connector;
 use crate::{BuildError, CheckError, Decision};
 
 /// Envoy's response header carrying names to strip from the upstream request on allow.
 const HEADERS_TO_REMOVE: &str = "x-envoy-auth-headers-to-remove";
-
-/// Deny bodies are buffered whole (as Envoy's async client does); past this the answer is
-/// treated as a transport error rather than held in memory.
-const MAX_RESPONSE_BODY: usize = 4 << 20;
 
 /// Headers that describe one hop's connection or framing. They are never copied from an authz
 /// response to the client or upstream: the gateway frames its own messages (Envoy strips the
@@ -43,7 +37,7 @@ pub(crate) fn is_hop_or_framing(name: &HeaderName) -> bool {
 
 pub(crate) struct HttpProvider {
     /// Keep-alive HTTP/1.1 connections to `origin`.
-    client: Pool<HttpConnector<TokioResolver>, Full<Bytes>>,
+    client: CheckConnections,
     /// `http://host:port`, no trailing slash.
     origin: String,
     /// `origin` parses as a URI.
@@ -86,18 +80,13 @@ impl HttpProvider {
             let formatter = HeaderFormatter::parse(template).map_err(|e| bad(e.to_string()))?;
             additional.push((header, formatter));
         }
-        let pool_config = authgate_pool::Config {
-            protocol: Protocol::Http1,
-            idle_timeout: Duration::from_secs(60),
-            max_idle: usize::MAX,
-        };
         // An origin that is no URI fails each check when its request is built.
         let dst = origin.parse::<Uri>();
         let origin_is_uri = dst.is_ok();
-        let client = Pool::new(
+        let client = CheckConnections::new(
             connector(),
             dst.unwrap_or_else(|_| Uri::from_static("http://invalid")),
-            &pool_config,
+            Duration::from_secs(60),
         );
         Ok(Self {
             client,
@@ -118,10 +107,7 @@ impl HttpProvider {
     /// authority; `content-length`; `authorization` and the headers matching
     /// `includeRequestHeadersInCheck` (repeated values joined with `,`); the partial-body marker
     /// when a body is sent; then `includeAdditionalHeadersInCheck`, which override.
-    pub(crate) fn build_request(
-        &self,
-        parts: &CheckRequestParts<'_>,
-    ) -> Result<Request<Full<Bytes>>, CheckError> {
+    pub(crate) fn build_request(&self, parts: &CheckRequestParts<'_>) -> Result<Request<Bytes>, CheckError> {
         let body = CheckBody::from_parts(parts, self.body.as_ref());
         let uri = self.check_uri(parts.path_and_query)?;
 
@@ -175,7 +161,7 @@ impl HttpProvider {
             }
         }
 
-        let mut request = Request::new(Full::new(body.map(|b| b.bytes).unwrap_or_default()));
+        let mut request = Request::new(body.map(|b| b.bytes).unwrap_or_default());
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = uri;
         *request.version_mut() = http::Version::HTTP_11;
@@ -211,20 +197,10 @@ impl HttpProvider {
             Ok(r) => r,
             Err(e) => return Decision::Error(e),
         };
-        let response = match self.client.send(request).await {
-            Ok(r) => r,
-            Err(e) => return Decision::Error(CheckError::Transport(error_chain(&e))),
-        };
-        let (head, body) = response.into_parts();
-        let body = match Limited::new(body, MAX_RESPONSE_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                return Decision::Error(CheckError::Transport(format!(
-                    "reading the authz response body: {e}"
-                )));
-            }
-        };
-        self.decide(head.status, head.headers, body)
+        match self.client.exchange(&request).await {
+            Ok(answer) => self.decide(answer.status, answer.headers, answer.body),
+            Err(e) => Decision::Error(CheckError::Transport(e)),
+        }
     }
 
     /// HTTP-5..HTTP-8.
@@ -233,7 +209,7 @@ impl HttpProvider {
             return Decision::Error(CheckError::Status5xx(status.as_u16()));
         }
         if status.is_informational() {
-            // Only a 101 can end up here (hyper consumes the others); relaying it as a local
+            // The transport skips interim answers and refuses a 101; relaying one as a local
             // reply would announce a protocol switch that never happens.
             return Decision::Error(CheckError::Transport(format!("authz service answered {status}")));
         }

@@ -16,6 +16,7 @@ pub mod check_encode;
 mod format;
 mod grpc_provider;
 mod h2_channel;
+mod http1_check;
 mod http_provider;
 mod local_response;
 mod mutation;
@@ -234,20 +235,8 @@ impl ProviderClient {
 
     /// The exact check request `check` would send for `req`.
     pub fn preview(&self, req: &CheckRequestParts<'_>) -> Result<CheckPreview, CheckError> {
-        use http_body_util::BodyExt as _;
         match &self.transport {
-            Transport::Http(p) => {
-                let request = p.build_request(req)?;
-                let (parts, body) = request.into_parts();
-                // A `Full` body yields its bytes on the first poll.
-                let bytes = poll_once(body.collect())
-                    .and_then(Result::ok)
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                Ok(CheckPreview::Http(Box::new(http::Request::from_parts(
-                    parts, bytes,
-                ))))
-            }
+            Transport::Http(p) => Ok(CheckPreview::Http(Box::new(p.build_request(req)?))),
             Transport::Grpc(p) => Ok(CheckPreview::Grpc(Box::new(check::build_check_request(
                 req,
                 p.body.as_ref(),
@@ -285,16 +274,6 @@ pub fn status_on_error(code: u16) -> StatusCode {
         StatusCode::from_u16(code).unwrap_or(StatusCode::FORBIDDEN)
     } else {
         StatusCode::FORBIDDEN
-    }
-}
-
-/// Polls a future once; `Full` body collection completes on the first poll.
-fn poll_once<F: std::future::Future>(fut: F) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
     }
 }
 
