@@ -83,6 +83,10 @@ struct Conn {
     stream: TcpStream,
     /// Bytes read and not yet consumed; empty between exchanges.
     buf: BytesMut,
+    /// The request being written (its allocation reused by the next one).
+    out: Vec<u8>,
+    /// The header lines of the answer being read (reused likewise).
+    lines: Vec<Line>,
 }
 
 impl CheckConnections {
@@ -98,16 +102,21 @@ impl CheckConnections {
     /// Sends `request` (origin-form target, headers as given, body after them) and reads the
     /// whole answer. Errors are the text of a `CheckError::Transport`.
     pub(crate) async fn exchange(&self, request: &Request<Bytes>) -> Result<Answer, String> {
-        let mut out = Vec::with_capacity(256 + request.body().len());
-        encode_request(request, &mut out);
         let mut conn = match self.take_idle() {
             Some(conn) => conn,
             None => self.connect().await?,
         };
+        let mut out = std::mem::take(&mut conn.out);
+        out.clear();
+        encode_request(request, &mut out);
         conn.stream
             .write_all(&out)
             .await
             .map_err(|e| format!("sending the check request: {e}"))?;
+        // Kept for the next request on this connection, unless a large body grew it.
+        if out.capacity() <= READ_RESERVE {
+            conn.out = out;
+        }
         let head_only = request.method() == Method::HEAD;
         let (answer, reusable) = read_answer(&mut conn, head_only).await?;
         if reusable {
@@ -168,6 +177,8 @@ impl CheckConnections {
         Ok(Conn {
             stream: io.into_inner(),
             buf: BytesMut::new(),
+            out: Vec::new(),
+            lines: Vec::new(),
         })
     }
 }
@@ -219,19 +230,21 @@ enum Framing {
     Close,
 }
 
-/// The parsed head: the header lines as offsets into the head's bytes.
+/// A parsed head; its header lines are in the connection's `lines`.
 struct Head {
     status: StatusCode,
     http11: bool,
     len: usize,
-    lines: Vec<(usize, usize, usize, usize)>,
 }
+
+/// A header line as offsets into its head: name start and end, value start and end.
+type Line = (usize, usize, usize, usize);
 
 /// Reads one whole answer; `true` when the connection can carry another exchange.
 async fn read_answer(conn: &mut Conn, head_only: bool) -> Result<(Answer, bool), String> {
     let mut interim = 0;
     let head = loop {
-        match parse_head(&conn.buf)? {
+        match parse_head(&conn.buf, &mut conn.lines)? {
             Some(head) if head.status.is_informational() => {
                 if head.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(format!("authz service answered {}", head.status));
@@ -262,14 +275,14 @@ async fn read_answer(conn: &mut Conn, head_only: bool) -> Result<(Answer, bool),
     };
 
     let bytes = conn.buf.split_to(head.len).freeze();
-    let mut headers = HeaderMap::with_capacity(head.lines.len());
+    let mut headers = HeaderMap::with_capacity(conn.lines.len());
     let mut content_length: Option<usize> = None;
     let mut chunked = false;
     // HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when told
     // `keep-alive`.
     let mut close_token = false;
     let mut keep_alive_token = false;
-    for &(ns, ne, vs, ve) in &head.lines {
+    for &(ns, ne, vs, ve) in &conn.lines {
         let name = HeaderName::from_bytes(&bytes[ns..ne])
             .map_err(|_| "the authz answer has an invalid header name".to_owned())?;
         let value = HeaderValue::from_maybe_shared(bytes.slice(vs..ve))
@@ -334,8 +347,9 @@ async fn read_answer(conn: &mut Conn, head_only: bool) -> Result<(Answer, bool),
     ))
 }
 
-/// The head at the start of `buf`, or `None` if it is not complete yet.
-fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
+/// The head at the start of `buf`, or `None` if it is not complete yet; its header lines
+/// replace the contents of `lines`.
+fn parse_head(buf: &[u8], lines: &mut Vec<Line>) -> Result<Option<Head>, String> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -350,24 +364,23 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
         }
         Err(e) => return Err(format!("the authz answer is not valid HTTP/1.1: {e}")),
     };
+    if len > MAX_HEAD {
+        return Err(format!("the authz answer's head is over {MAX_HEAD} bytes"));
+    }
     let code = response.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| format!("the authz answer has status {code}"))?;
+    // Every piece httparse returns is a slice of `buf`.
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| s.as_ptr() as usize - base;
-    let lines = response
-        .headers
-        .iter()
-        .map(|h| {
-            let ns = offset(h.name.as_bytes());
-            let vs = offset(h.value);
-            (ns, ns + h.name.len(), vs, vs + h.value.len())
-        })
-        .collect();
+    lines.clear();
+    lines.extend(response.headers.iter().map(|h| {
+        let (ns, vs) = (offset(h.name.as_bytes()), offset(h.value));
+        (ns, ns + h.name.len(), vs, vs + h.value.len())
+    }));
     Ok(Some(Head {
         status,
         http11: response.version == Some(1),
         len,
-        lines,
     }))
 }
 
@@ -504,22 +517,20 @@ mod tests {
     #[test]
     fn heads_parse_to_offsets() {
         let buf = b"HTTP/1.1 403 Forbidden\r\nX-A: 1\r\nx-b:  two \r\n\r\nbody";
-        let head = parse_head(buf).expect("valid").expect("complete");
+        let mut lines = Vec::new();
+        let head = parse_head(buf, &mut lines).expect("valid").expect("complete");
         assert_eq!(head.status, StatusCode::FORBIDDEN);
         assert!(head.http11);
         assert_eq!(&buf[head.len..], b"body");
-        let lines: Vec<_> = head
-            .lines
+        let lines: Vec<_> = lines
             .iter()
             .map(|&(ns, ne, vs, ve)| (&buf[ns..ne], &buf[vs..ve]))
             .collect();
         assert_eq!(lines, [(&b"X-A"[..], &b"1"[..]), (&b"x-b"[..], &b"two"[..])]);
-        assert!(
-            parse_head(b"HTTP/1.1 200 OK\r\nx: y\r\n")
-                .expect("valid")
-                .is_none()
-        );
-        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
-        assert!(parse_head(b"garbage\r\n\r\n").is_err());
+        let mut lines = Vec::new();
+        let partial = parse_head(b"HTTP/1.1 200 OK\r\nx: y\r\n", &mut lines);
+        assert!(partial.expect("valid").is_none());
+        assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n", &mut lines).is_err());
+        assert!(parse_head(b"garbage\r\n\r\n", &mut lines).is_err());
     }
 }
