@@ -18,15 +18,13 @@
 //!
 //! A connection is kept for the next check only when the answer was HTTP/1.1 without
 //! `Connection: close` (or HTTP/1.0 with `Connection: keep-alive`), was framed by length or
-//! chunks (or had no body), and nothing followed it. An idle
-//! connection the service closed (or sent anything on) is noticed from the I/O driver's
-//! readiness before reuse, without a syscall, and dropped; a request is never retried once
-//! written.
+//! chunks (or had no body), and nothing followed it. Before reuse the kernel is asked whether
+//! the service closed the idle connection or sent anything on it (a non-blocking peek); if so
+//! it is dropped. A request is never retried once written.
 
 use std::future::poll_fn;
 use std::mem::MaybeUninit;
 use std::sync::Mutex;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -51,6 +49,10 @@ pub(crate) const MAX_BODY: usize = 4 << 20;
 /// A chunk-size line or a trailer section longer than this is refused.
 const MAX_CHUNK_LINE: usize = 4 << 10;
 const MAX_TRAILERS: usize = 16 << 10;
+/// Idle connections kept; one finishing beyond this is closed.
+const MAX_IDLE: usize = 1024;
+/// Chunk extensions (ignored) in one body.
+const MAX_CHUNK_EXTENSIONS: usize = 16 << 10;
 /// Interim (1xx) answers skipped before the final one.
 const MAX_INTERIM: usize = 16;
 /// Room reserved before each read.
@@ -162,7 +164,9 @@ impl CheckConnections {
         if expired > 0 {
             idle.drain(..expired);
         }
-        idle.push(Idle { conn, since: now });
+        if idle.len() < MAX_IDLE {
+            idle.push(Idle { conn, since: now });
+        }
     }
 
     async fn connect(&self) -> Result<Conn, String> {
@@ -183,13 +187,17 @@ impl CheckConnections {
     }
 }
 
-/// No readiness recorded for reading: the peer has neither closed the connection nor sent
-/// anything since the last answer was read. Asks tokio's I/O driver, not the kernel (a read
-/// that came up short cleared the readiness; one that filled the buffer leaves it set, which
-/// only costs a new connection).
+/// The peer has neither closed the connection nor sent anything since the last answer was
+/// read: a non-blocking `MSG_PEEK` of one byte would block. Asked of the kernel, not of tokio's
+/// cached readiness: that can lag behind bytes the I/O driver has not polled yet, and reads
+/// `Pending` when the task's cooperative budget is spent, either of which would let a stale
+/// answer left on the connection be read as the next check's. One syscall per reuse.
 fn is_quiet(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(std::task::Waker::noop());
-    matches!(stream.poll_read_ready(&mut cx), Poll::Pending)
+    let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+    matches!(
+        socket2::SockRef::from(stream).peek(&mut byte),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 /// `METHOD target HTTP/1.1`, the headers in map order, the body. Every piece is already valid:
@@ -393,7 +401,11 @@ fn merge_content_length(seen: Option<usize>, value: &[u8]) -> Result<usize, Stri
         if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
             return Err("the authz answer has an invalid Content-Length".into());
         }
-        let n = item.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+        let n = item
+            .iter()
+            .try_fold(0u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| "the authz answer's Content-Length is too large".to_owned())?;
         if current.is_some_and(|c| c != n) {
             return Err("the authz answer has conflicting Content-Length values".into());
         }
@@ -411,7 +423,8 @@ async fn read_length(conn: &mut Conn, n: usize) -> Result<Bytes, String> {
         return Err(too_large());
     }
     while conn.buf.len() < n {
-        conn.buf.reserve(n - conn.buf.len());
+        // Grown as bytes arrive, not on the strength of the declared length alone.
+        conn.buf.reserve((n - conn.buf.len()).min(64 << 10));
         if !fill(conn).await? {
             return Err("the authz service closed the connection within the answer's body".into());
         }
@@ -430,6 +443,7 @@ async fn read_to_close(conn: &mut Conn) -> Result<Bytes, String> {
 
 async fn read_chunked(conn: &mut Conn) -> Result<Bytes, String> {
     let mut body = BytesMut::new();
+    let mut extensions = 0usize;
     loop {
         let (consumed, size) = loop {
             match httparse::parse_chunk_size(&conn.buf) {
@@ -442,6 +456,20 @@ async fn read_chunked(conn: &mut Conn) -> Result<Bytes, String> {
                 _ => return Err("the authz answer has an invalid chunk size line".into()),
             }
         };
+        // httparse is lenient where hyper was not: a size line must start with a hex digit
+        // (an empty line is no last chunk) and hold no bare LF; it, and the extensions of the
+        // whole body, are bounded however the bytes arrived.
+        let line = &conn.buf[..consumed];
+        let bare_lf = line[..consumed.saturating_sub(2)].contains(&b'\n');
+        if consumed > MAX_CHUNK_LINE || !line.first().is_some_and(u8::is_ascii_hexdigit) || bare_lf {
+            return Err("the authz answer has an invalid chunk size line".into());
+        }
+        if let Some(at) = line.iter().position(|b| *b == b';') {
+            extensions += consumed - at;
+            if extensions > MAX_CHUNK_EXTENSIONS {
+                return Err("the authz answer's chunk extensions are too long".into());
+            }
+        }
         conn.buf.advance(consumed);
         if size == 0 {
             read_trailers(conn).await?;
@@ -475,7 +503,7 @@ async fn read_trailers(conn: &mut Conn) -> Result<(), String> {
         }
         let mut slots = [httparse::EMPTY_HEADER; 32];
         match httparse::parse_headers(&conn.buf, &mut slots) {
-            Ok(httparse::Status::Complete((len, _))) => {
+            Ok(httparse::Status::Complete((len, _))) if len <= MAX_TRAILERS => {
                 conn.buf.advance(len);
                 return Ok(());
             }
