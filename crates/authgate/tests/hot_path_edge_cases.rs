@@ -8,6 +8,7 @@ mod raw_backend;
 
 use std::time::Duration;
 
+use authgate_proxy::Gateway;
 use common::*;
 use raw_backend::*;
 
@@ -305,22 +306,17 @@ async fn framing_guard_across_tcp_reads() {
     }
 }
 
-/// A long request target with a long pathPrefix: `http://host:port` + prefix + path is longer
-/// than the `http` crate accepts for a whole URI (65534 bytes) although prefix + path alone is
-/// not. The check must be made and its answer followed, as Envoy does. (When the whole
-/// origin + prefix + path was parsed, this check could not be built, and under `failOpen: true`
-/// the request was forwarded unchecked; see also the next test.)
-#[tokio::test]
-async fn long_target_is_still_checked_under_fail_open() {
-    let authz = RawServer::start(|_| Plan {
+/// A gateway whose every request is checked by an HTTP provider with `pathPrefix: prefix` and
+/// `failOpen: true`, in front of a raw authz service answering each check with `answer` and a
+/// raw echo backend.
+async fn fail_open_prefix_gateway(answer: &[u8], prefix: &str) -> (RawServer, RawServer, Gateway) {
+    let answer = answer.to_vec();
+    let authz = RawServer::start(move |_| Plan {
         read_body: true,
-        steps: vec![Step::Write(
-            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied".to_vec(),
-        )],
+        steps: vec![Step::Write(answer.clone())],
     })
     .await;
     let backend = raw_echo_backend().await;
-    let prefix = format!("/{}", "p".repeat(4_600));
     let gw = gateway(
         r#"
 listeners: [{ address: "127.0.0.1:0" }]
@@ -335,8 +331,24 @@ authorizationPolicies:
         &[
             ("b", backend.addr.to_string()),
             ("ap", authz.addr.port().to_string()),
-            ("prefix", prefix.clone()),
+            ("prefix", prefix.to_owned()),
         ],
+    )
+    .await;
+    (authz, backend, gw)
+}
+
+/// A long request target with a long pathPrefix: `http://host:port` + prefix + path is longer
+/// than the `http` crate accepts for a whole URI (65534 bytes) although prefix + path alone is
+/// not. The check must be made and its answer followed, as Envoy does. (When the whole
+/// origin + prefix + path was parsed, this check could not be built, and under `failOpen: true`
+/// the request was forwarded unchecked; see also the next test.)
+#[tokio::test]
+async fn long_target_is_still_checked_under_fail_open() {
+    let prefix = format!("/{}", "p".repeat(4_600));
+    let (authz, backend, gw) = fail_open_prefix_gateway(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 6\r\n\r\ndenied",
+        &prefix,
     )
     .await;
     // prefix + path: 65530 bytes, just under the `http` crate's 65534; with the origin, over.
@@ -366,33 +378,9 @@ authorizationPolicies:
 /// an authz error when failing closed (403), and neither service sees anything.
 #[tokio::test]
 async fn check_that_cannot_be_built_fails_closed_under_fail_open() {
-    let authz = RawServer::start(|_| Plan {
-        read_body: true,
-        steps: vec![Step::Write(
-            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
-        )],
-    })
-    .await;
-    let backend = raw_echo_backend().await;
     let prefix = format!("/{}", "p".repeat(7_999));
-    let gw = gateway(
-        r#"
-listeners: [{ address: "127.0.0.1:0" }]
-backends: [{ name: b, endpoints: ["{{b}}"] }]
-routes: [{ name: r, backend: b, timeout: 5s }]
-extensionProviders:
-  - name: authz
-    envoyExtAuthzHttp: { service: "127.0.0.1", port: {{ap}}, pathPrefix: "{{prefix}}", timeout: 2s, failOpen: true }
-authorizationPolicies:
-  - { name: all, action: CUSTOM, provider: { name: authz }, rules: [{}] }
-"#,
-        &[
-            ("b", backend.addr.to_string()),
-            ("ap", authz.addr.port().to_string()),
-            ("prefix", prefix.clone()),
-        ],
-    )
-    .await;
+    let (authz, backend, gw) =
+        fail_open_prefix_gateway(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &prefix).await;
     // A target the gateway accepts (under its 60 KiB head limit) that, prefixed, no URI holds.
     let path = format!("/{}", "a".repeat(59_999));
     assert!(prefix.len() + path.len() > 65_534);

@@ -321,3 +321,11 @@ pub fn deny_with(body: &[u8]) -> Vec<u8> {
     out.extend_from_slice(body);
     out
 }
+
+/// The next check on `c` is allowed, and made on a second, new connection: the first one was
+/// not reused. `case` names the scenario in failure messages.
+pub async fn next_check_on_a_new_connection(c: &ProviderClient, server: &Server, case: &str) {
+    assert_eq!(check(c).await, allowed(), "{case}: the next check");
+    assert_eq!(server.connections(), 2, "{case}");
+    assert_eq!(server.conns_used(), [0, 1], "{case}");
+}
